@@ -1,0 +1,1 @@
+"""clouds layer of airflow-provider-sky."""

@@ -1,0 +1,1 @@
+"""decorators layer of airflow-provider-sky."""

@@ -1,0 +1,1 @@
+"""optimizer layer of airflow-provider-sky."""

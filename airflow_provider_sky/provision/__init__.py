@@ -1,0 +1,1 @@
+"""provision layer of airflow-provider-sky."""

@@ -1,0 +1,1 @@
+"""sensors layer of airflow-provider-sky."""
