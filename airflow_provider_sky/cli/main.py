@@ -1,0 +1,151 @@
+"""`sky-airflow`: inspect and manage the broker from a shell (works without airflow-core)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from airflow_provider_sky.provision.core import SkyCore
+from airflow_provider_sky.provision.settings import SkySettings
+from airflow_provider_sky.spec import SpecError, load_tasks
+
+
+def _core(args: argparse.Namespace) -> SkyCore:
+    values: dict[str, object] = {}
+    if getattr(args, "state_db", None):
+        values["state_db_url"] = args.state_db
+    if getattr(args, "clouds", None):
+        values["enabled_clouds"] = args.clouds
+    return SkyCore.from_settings(SkySettings.from_mapping(values))
+
+
+def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    core = _core(args)
+    clusters = core.store.list_clusters()
+    if args.json:
+        print(json.dumps([c.to_dict() for c in clusters], default=str, indent=2))
+        return 0
+    table = Table(title=f"Sky clusters ({core.store.url_for_display})")
+    for column in ("name", "cloud", "region", "instance", "nodes", "status", "owner", "last used", "cost $"):
+        table.add_column(column)
+    for c in clusters:
+        owner = "/".join(x for x in (c.owner_dag_id, c.owner_task_id) if x) or "-"
+        table.add_row(
+            c.name,
+            c.cloud or "-",
+            c.region or "-",
+            c.instance_type or "-",
+            str(c.num_nodes),
+            c.status.value,
+            owner,
+            str(c.last_used_at or "-")[:19],
+            f"{c.cost_so_far or 0:.4f}",
+        )
+    console.print(table)
+    if args.jobs:
+        jobs = core.store.list_jobs()
+        jtable = Table(title="Jobs")
+        for column in ("cluster", "job", "status", "exit", "submitted", "log"):
+            jtable.add_column(column)
+        for j in jobs:
+            jtable.add_row(
+                j.cluster_name,
+                str(j.job_id),
+                j.status.value,
+                "-" if j.exit_code is None else str(j.exit_code),
+                str(j.submitted_at)[:19],
+                j.log_path or "-",
+            )
+        console.print(jtable)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace, console: Console) -> int:
+    core = _core(args)
+    for name in args.clusters:
+        core.down(name)
+        console.print(f"[green]terminated[/green] {name}")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace, console: Console) -> int:
+    core = _core(args)
+    text, _ = core.read_log(args.cluster, args.job_id, 0, final=True)
+    sys.stdout.write(text)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace, console: Console) -> int:
+    try:
+        tasks = load_tasks(args.file)
+    except SpecError as err:
+        console.print(f"[red]invalid[/red] {args.file}: {err}")
+        return 2
+    for task in tasks:
+        console.print(f"[green]ok[/green] {task.name or '(unnamed)'}: {task.resources.to_dict() or 'any resources'}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    try:
+        from airflow_provider_sky.optimizer.cli_support import plan_file
+    except ImportError as exc:  # pragma: no cover - optimizer is part of the package
+        console.print(f"[red]optimizer unavailable[/red]: {exc}")
+        return 1
+    try:
+        plan = plan_file(args.file, catalog_dir=args.catalog, minimize=args.minimize)
+    except (SpecError, ValueError, FileNotFoundError) as err:
+        console.print(f"[red]cannot plan[/red] {args.file}: {err}")
+        return 2
+    if args.json:
+        print(json.dumps(plan.to_json_dict(), indent=2))
+    else:
+        console.print(plan.render_table())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sky-airflow", description="Sky broker for Apache Airflow")
+    parser.add_argument("--state-db", help="SQLAlchemy URL of the state DB (default: $AIRFLOW_HOME/sky/state.db)")
+    parser.add_argument("--clouds", help="comma-separated enabled clouds (default: local)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    status = sub.add_parser("status", help="clusters (and jobs) in the state DB")
+    status.add_argument("--jobs", action="store_true", help="also list jobs")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    down = sub.add_parser("down", help="terminate clusters")
+    down.add_argument("clusters", nargs="+")
+    down.set_defaults(func=cmd_down)
+
+    logs = sub.add_parser("logs", help="print a job's log")
+    logs.add_argument("cluster")
+    logs.add_argument("job_id", type=int)
+    logs.set_defaults(func=cmd_logs)
+
+    validate = sub.add_parser("validate", help="check a SkyPilot task YAML")
+    validate.add_argument("file")
+    validate.set_defaults(func=cmd_validate)
+
+    plan = sub.add_parser("plan", help="plan placement for a task YAML or DAG YAML")
+    plan.add_argument("file")
+    plan.add_argument("--catalog", help="SkyPilot v8 catalog directory (default: bundled catalog)")
+    plan.add_argument("--minimize", choices=("cost", "time"), default=None)
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+    plan.set_defaults(func=cmd_plan)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args, Console()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,485 @@
+"""Job driver: runs one job on a cluster's head node, detached from whoever submitted it.
+
+Standard library only (and Python 3.8 compatible), so the file can be copied to any node and run
+by its python3 (the execution layer ships it to ``<home>/.sky/bin/``). It also works as
+``python -m airflow_provider_sky.execution.job_driver``. Subcommands print one JSON line:
+
+    start <jobdir>                    start ``run <jobdir>`` fully detached, print {"pid": N}
+    run <jobdir>                      the driver: setup, run on every node, log, exit code, status
+    status <jobdir>...                print {"jobs": [state, ...]}
+    cancel [--grace S] <jobdir>...    stop jobs (SIGTERM to their process groups, then SIGKILL)
+    list <home>                       print {"jobs": [state, ...]} for every job of a node
+
+Job directory (on the head node): job.json (what to run where), env.json (0600, environment
+including secrets), run.sh / setup.sh, log, pid, exit_code, status. Worker nodes hold their own
+run.sh / setup.sh in a job directory of the same name. Environment values reach the job only
+through the process environment, never through a command line or the script text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, BinaryIO
+
+# ---- layout (the single source of truth; jobs.py imports these) ----
+SKY_DIR = ".sky"
+JOBS_DIR = "jobs"
+BIN_DIR = "bin"
+SETUP_MARKER = "setup_done"
+SETUP_LOCK = "setup.lock"
+
+SPEC_FILE = "job.json"
+ENV_FILE = "env.json"
+RUN_SCRIPT = "run.sh"
+SETUP_SCRIPT = "setup.sh"
+LOG_FILE = "log"
+PID_FILE = "pid"
+EXIT_CODE_FILE = "exit_code"
+STATUS_FILE = "status"
+CANCEL_FILE = "cancel"
+CHILDREN_FILE = "children"
+DRIVER_OUT = "driver.out"
+
+#: Marks every process started on a node with the node's home (found again at teardown).
+NODE_HOME_ENV = "SKY_AIRFLOW_NODE_HOME"
+
+PENDING = "PENDING"
+SETTING_UP = "SETTING_UP"
+RUNNING = "RUNNING"
+SUCCEEDED = "SUCCEEDED"
+FAILED = "FAILED"
+FAILED_SETUP = "FAILED_SETUP"
+CANCELLED = "CANCELLED"
+LOST = "LOST"
+TERMINAL = frozenset({SUCCEEDED, FAILED, FAILED_SETUP, CANCELLED})
+
+DEFAULT_GRACE = 10.0
+POLL = 0.05
+
+
+# ---- small file helpers ----
+def write_atomic(path: str, text: str, mode: int = 0o600) -> None:
+    """Write `text` to a temp file next to `path`, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return None
+
+
+def _read_int(path: str) -> int | None:
+    text = _read(path)
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None
+
+
+def normalize_returncode(code: int) -> int:
+    """Map Python's "-N: killed by signal N" to the shell convention 128+N."""
+    return 128 - code if code < 0 else code
+
+
+# ---- liveness ----
+def pid_alive(pid: int, needle: str | None = None) -> bool:
+    """Whether `pid` runs (not a zombie) and, when /proc tells, its command line holds `needle`."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        if stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] == b"Z":
+            return False
+        if needle is not None:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if needle.encode() not in f.read().split(b"\0"):
+                    return False  # the pid was reused by another program
+    except (OSError, ValueError):
+        pass  # no /proc (macOS): trust kill(0)
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any non-zombie process is left in process group `pgid`."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True  # no /proc: zombies cannot be told apart
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+            fields = stat[stat.rindex(b")") + 2 :].split()
+            if int(fields[2]) == pgid and fields[0] != b"Z":
+                return True
+        except (OSError, ValueError, IndexError):
+            continue
+    return False
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+# ---- state ----
+def job_state(jobdir: str) -> dict[str, Any]:
+    """Status, exit code and pid of a job, reading its files (LOST when the driver vanished)."""
+    job_id = os.path.basename(os.path.normpath(jobdir))
+    status = _read(os.path.join(jobdir, STATUS_FILE))
+    if status is None:
+        return {"job_id": job_id, "status": None, "exit_code": None, "pid": None}
+    exit_code = _read_int(os.path.join(jobdir, EXIT_CODE_FILE))
+    pid = _read_int(os.path.join(jobdir, PID_FILE))
+    if status not in TERMINAL and pid is not None and not pid_alive(pid, jobdir):
+        if exit_code is None:
+            status = LOST
+        elif os.path.exists(os.path.join(jobdir, CANCEL_FILE)):
+            status = CANCELLED  # the driver died between writing exit_code and status
+        elif exit_code == 0:
+            status = SUCCEEDED
+        else:
+            status = FAILED_SETUP if status == SETTING_UP else FAILED
+    return {"job_id": job_id, "status": status, "exit_code": exit_code, "pid": pid}
+
+
+# ---- the driver ----
+class _Log:
+    """The job's combined log: appended line by line, flushed after every write."""
+
+    def __init__(self, path: str) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._f: BinaryIO = os.fdopen(fd, "ab", buffering=0)
+        self._lock = threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            self._f.write(data)
+
+    def note(self, text: str) -> None:
+        self.write(f"[sky] {text}\n".encode())
+
+
+def _pump(fd: int, log: _Log, prefix: bytes, line_mode: bool) -> None:
+    """Copy a node's output into the log; in line mode prefix and write whole lines."""
+    partial = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        if not line_mode:
+            log.write(chunk)
+            continue
+        partial += chunk
+        cut = partial.rfind(b"\n") + 1
+        if cut:
+            log.write(b"".join(prefix + line + b"\n" for line in partial[: cut - 1].split(b"\n")))
+            partial = partial[cut:]
+        if len(partial) > 65536:
+            log.write(prefix + partial)
+            partial = b""
+    if partial:
+        log.write(prefix + partial + (b"\n" if line_mode else b""))
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+class Driver:
+    """Runs setup (where needed) and then the job on every node of the cluster."""
+
+    def __init__(self, jobdir: str) -> None:
+        self.jobdir = jobdir
+        with open(os.path.join(jobdir, SPEC_FILE), encoding="utf-8") as f:
+            self.spec: dict[str, Any] = json.load(f)
+        with open(os.path.join(jobdir, ENV_FILE), encoding="utf-8") as f:
+            self.env: dict[str, str] = json.load(f)
+        self.nodes: list[dict[str, Any]] = self.spec["nodes"]
+        self.grace = float(self.spec.get("grace_seconds", DEFAULT_GRACE))
+        self.cancelled = False
+        self.log = _Log(os.path.join(jobdir, LOG_FILE))
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.jobdir, name)
+
+    def set_status(self, status: str) -> None:
+        write_atomic(self._path(STATUS_FILE), status + "\n")
+
+    def finish(self, exit_code: int, status: str) -> int:
+        write_atomic(self._path(EXIT_CODE_FILE), f"{exit_code}\n")
+        self.set_status(status)
+        return exit_code
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.cancelled = True
+
+    def _cancel_requested(self) -> bool:
+        if not self.cancelled and os.path.exists(self._path(CANCEL_FILE)):
+            self.cancelled = True
+        if self.cancelled:
+            with contextlib.suppress(ValueError, TypeError):
+                self.grace = float(_read(self._path(CANCEL_FILE)) or self.grace)
+        return self.cancelled
+
+    def _node_env(self, node: dict[str, Any], setup: bool) -> dict[str, str]:
+        env = {**os.environ, **self.env}
+        env[NODE_HOME_ENV] = node["home"]
+        env["SKYPILOT_NODE_RANK"] = str(node["rank"])
+        if setup:
+            env["SKYPILOT_SETUP_NODE_RANK"] = str(node["rank"])
+            env["SKYPILOT_SETUP_NODE_IPS"] = env.get("SKYPILOT_NODE_IPS", "")
+        return env
+
+    def _spawn(self, node: dict[str, Any], script: str, setup: bool) -> subprocess.Popen[bytes]:
+        kind = node.get("kind", "local")
+        if kind != "local":
+            # A remote (ssh) node kind is added together with the SSH runner.
+            raise RuntimeError(f"job driver cannot reach node kind {kind!r}")
+        workdir = node["workdir"]
+        os.makedirs(workdir, exist_ok=True)
+        return subprocess.Popen(
+            ["bash", os.path.join(node["job_dir"], script)],
+            cwd=workdir,
+            env=self._node_env(node, setup),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            close_fds=True,
+            start_new_session=True,  # own process group: cancel kills the node's whole tree
+        )
+
+    def _run_phase(self, nodes: list[dict[str, Any]], script: str, setup: bool) -> int | None:
+        """Run `script` on `nodes` in parallel; first non-zero exit code (0), None if cancelled."""
+        multinode = len(self.nodes) > 1
+        procs: dict[int, subprocess.Popen[bytes]] = {}
+        pumps = []
+        children = self._path(CHILDREN_FILE)
+        try:
+            for node in nodes:
+                proc = self._spawn(node, script, setup)
+                procs[node["rank"]] = proc
+                # Recorded at once: if the driver dies, `cancel` kills these groups itself.
+                write_atomic(children, json.dumps([p.pid for p in procs.values()]))
+                prefix = f"(worker{node['rank']}, ip={node['ip']}) ".encode() if node["rank"] else b""
+                assert proc.stdout is not None
+                fd = os.dup(proc.stdout.fileno())
+                proc.stdout.close()
+                t = threading.Thread(target=_pump, args=(fd, self.log, prefix, multinode), daemon=True)
+                t.start()
+                pumps.append(t)
+        except BaseException:
+            self._terminate(procs)
+            raise
+        codes: dict[int, int] = {}
+        first_failure: int | None = None
+        while len(codes) < len(procs):
+            if self._cancel_requested():
+                self._terminate(procs)
+                self._join(pumps, timeout=0.5)
+                return None
+            for rank, proc in procs.items():
+                if rank in codes or proc.poll() is None:
+                    continue
+                codes[rank] = normalize_returncode(proc.returncode)
+                if codes[rank] != 0 and first_failure is None:
+                    first_failure = codes[rank]
+                    if multinode and len(codes) < len(procs) and self.spec.get("fail_fast", True):
+                        self.log.note(f"node {rank} exited with code {codes[rank]}; stopping the other nodes")
+                        self._terminate(procs)
+            time.sleep(POLL)
+        self._join(pumps)
+        return first_failure or 0
+
+    @staticmethod
+    def _join(pumps: list[threading.Thread], timeout: float = 2.0) -> None:
+        # A background process left behind may hold the pipe open: do not wait for it forever.
+        deadline = time.monotonic() + timeout
+        for t in pumps:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def _terminate(self, procs: dict[int, subprocess.Popen[bytes]]) -> None:
+        """SIGTERM every node's process group, SIGKILL what is left after the grace period."""
+        for proc in procs.values():
+            _killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace
+        while time.monotonic() < deadline:
+            if all(proc.poll() is not None and not group_alive(proc.pid) for proc in procs.values()):
+                break
+            time.sleep(POLL)
+        for proc in procs.values():
+            _killpg(proc.pid, signal.SIGKILL)
+        for proc in procs.values():
+            proc.wait()
+
+    def _setup(self) -> int | None:
+        """Run setup on nodes whose marker is stale; exit code, or None if cancelled."""
+        want = self.spec.get("setup_hash")
+        if not want:
+            return 0
+        lock_path = os.path.join(self.nodes[0]["home"], SKY_DIR, SETUP_LOCK)
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one setup at a time per cluster
+            stale = [n for n in self.nodes if _read(os.path.join(n["home"], SKY_DIR, SETUP_MARKER)) != want]
+            if not stale:
+                return 0
+            self.set_status(SETTING_UP)
+            code = self._run_phase(stale, SETUP_SCRIPT, setup=True)
+            if code == 0:
+                for node in stale:
+                    write_atomic(os.path.join(node["home"], SKY_DIR, SETUP_MARKER), want + "\n", 0o644)
+            return code
+
+    def main(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        try:
+            code = self._setup()
+            if code is None:
+                return self.finish(130, CANCELLED)
+            if code != 0:
+                self.log.note(f"setup failed with exit code {code}")
+                return self.finish(code, FAILED_SETUP)
+            if not self.spec.get("has_run", True):
+                return self.finish(0, SUCCEEDED)
+            if self._cancel_requested():
+                return self.finish(130, CANCELLED)
+            self.set_status(RUNNING)
+            code = self._run_phase(self.nodes, RUN_SCRIPT, setup=False)
+            if code is None:
+                return self.finish(130, CANCELLED)
+            return self.finish(code, SUCCEEDED if code == 0 else FAILED)
+        except Exception as exc:
+            self.log.note(f"job driver error: {type(exc).__name__}: {exc}")
+            return self.finish(255, FAILED)
+
+
+# ---- subcommands ----
+def cmd_start(jobdir: str) -> dict[str, Any]:
+    jobdir = os.path.abspath(jobdir)
+    out_fd = os.open(os.path.join(jobdir, DRIVER_OUT), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", os.path.abspath(__file__), "run", jobdir],
+            cwd=jobdir,
+            stdin=subprocess.DEVNULL,
+            stdout=out_fd,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        os.close(out_fd)
+    write_atomic(os.path.join(jobdir, PID_FILE), f"{proc.pid}\n")
+    proc.returncode = 0  # never waited for here: it outlives us, keep Popen.__del__ quiet
+    return {"pid": proc.pid}
+
+
+def cancel_jobs(jobdirs: list[str], grace: float = DEFAULT_GRACE) -> list[dict[str, Any]]:
+    """Ask each live job's driver to stop, wait, and force it when the driver does not answer."""
+    live = []
+    for jobdir in jobdirs:
+        state = job_state(jobdir)
+        if state["status"] is None or state["status"] in TERMINAL:
+            continue
+        write_atomic(os.path.join(jobdir, CANCEL_FILE), f"{grace}\n")
+        if state["pid"] is not None and state["status"] != LOST:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(state["pid"], signal.SIGTERM)
+        live.append(jobdir)
+    deadline = time.monotonic() + grace + 5.0
+    pending = list(live)
+    while pending and time.monotonic() < deadline:
+        pending = [j for j in pending if job_state(j)["status"] not in TERMINAL | {LOST}]
+        if pending:
+            time.sleep(POLL)
+    for jobdir in live:
+        state = job_state(jobdir)
+        if state["status"] in TERMINAL:
+            continue
+        # The driver is gone or stuck: kill its group and its children's groups ourselves.
+        pids = [state["pid"]] if state["pid"] else []
+        with contextlib.suppress(ValueError, TypeError):
+            pids += json.loads(_read(os.path.join(jobdir, CHILDREN_FILE)) or "[]")
+        for pgid in pids:
+            _killpg(pgid, signal.SIGKILL)
+        if _read(os.path.join(jobdir, EXIT_CODE_FILE)) is None:
+            write_atomic(os.path.join(jobdir, EXIT_CODE_FILE), "137\n")
+        write_atomic(os.path.join(jobdir, STATUS_FILE), CANCELLED + "\n")
+    return [job_state(j) for j in jobdirs]
+
+
+def list_jobs(home: str) -> list[dict[str, Any]]:
+    root = os.path.join(home, SKY_DIR, JOBS_DIR)
+    try:
+        names = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return []
+    return [job_state(os.path.join(root, n)) for n in names if os.path.isdir(os.path.join(root, n))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        print(__doc__, file=sys.stderr)
+        return 2
+    cmd, rest = args[0], args[1:]
+    if cmd == "run":
+        return Driver(os.path.abspath(rest[0])).main()
+    if cmd == "start":
+        result: Any = cmd_start(rest[0])
+    elif cmd == "status":
+        result = {"jobs": [job_state(os.path.abspath(j)) for j in rest]}
+    elif cmd == "cancel":
+        grace = DEFAULT_GRACE
+        if rest[:1] == ["--grace"]:
+            grace, rest = float(rest[1]), rest[2:]
+        result = {"jobs": cancel_jobs([os.path.abspath(j) for j in rest], grace)}
+    elif cmd == "list":
+        result = {"jobs": list_jobs(rest[0])}
+    else:
+        print(f"unknown subcommand {cmd!r}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

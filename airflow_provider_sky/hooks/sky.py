@@ -1,0 +1,64 @@
+"""SkyHook: turns an Airflow connection of type `sky` into the broker core."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
+
+from airflow_provider_sky.provision.core import SkyCore
+from airflow_provider_sky.provision.settings import SkySettings
+
+
+class SkyHook(BaseHook):
+    """Access to the Sky broker configured by a `sky` connection.
+
+    The connection is optional: without `sky_default` the hook uses the embedded defaults
+    (local backend, SQLite state DB under ``$AIRFLOW_HOME/sky``). Its extras (``state_db_url``,
+    ``enabled_clouds``, ``region_preferences``, ``local_dir``) are the declarative conn-fields.
+    """
+
+    conn_name_attr = "sky_conn_id"
+    default_conn_name = "sky_default"
+    conn_type = "sky"
+    hook_name = "Sky broker"
+
+    def __init__(self, sky_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sky_conn_id = sky_conn_id
+
+    def get_settings(self) -> SkySettings:
+        """Read the connection's extras; a missing default connection means built-in defaults."""
+        try:
+            conn = self.get_connection(self.sky_conn_id)
+        except AirflowNotFoundException:
+            if self.sky_conn_id != self.default_conn_name:
+                raise
+            return SkySettings.from_mapping({})
+        extras = conn.extra_dejson if conn.extra else {}
+        flat = {key.removeprefix(f"extra__{self.conn_type}__"): value for key, value in extras.items()}
+        for key, value in list(flat.items()):
+            if isinstance(value, list):
+                flat[key] = ",".join(map(str, value))
+        return SkySettings.from_mapping(flat)
+
+    @cached_property
+    def core(self) -> SkyCore:
+        """The broker core for this connection (state store + enabled clouds)."""
+        return SkyCore.from_settings(self.get_settings())
+
+    def get_conn(self) -> SkyCore:
+        """Airflow's conventional accessor: the core object."""
+        return self.core
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check that the state DB opens and the enabled clouds load."""
+        try:
+            core = self.core
+            clusters = core.store.list_clusters()
+        except Exception as exc:  # surfaced in the UI's Test button
+            return False, f"{type(exc).__name__}: {exc}"
+        return True, json.dumps({"clouds": sorted(core.clouds), "clusters": len(clusters)})

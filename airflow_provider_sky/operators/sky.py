@@ -1,0 +1,242 @@
+"""SkyTaskOperator: run a SkyPilot-style task on the broker from an Airflow task."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException
+
+from airflow_provider_sky.hooks.sky import SkyHook
+from airflow_provider_sky.provision.core import JobOutcome, Owner
+from airflow_provider_sky.provision.naming import cluster_name_for, validate_cluster_name
+from airflow_provider_sky.spec import SpecError, Task, load_tasks
+
+STATE_KEY = "sky_job"
+
+
+def _mask(value: str) -> None:
+    """Register a secret with Airflow's secrets masker (no-op where it is unavailable)."""
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # pragma: no cover - older SDKs
+        return
+    mask_secret(value)
+
+
+class SkyTaskOperator(BaseOperator):
+    """Run a task on the cheapest/fastest placement the broker finds, or on the local backend.
+
+    The task comes from ``task`` (a SkyPilot task YAML path, a dict in that schema, or a
+    :class:`~airflow_provider_sky.spec.Task`) and/or the inline fields (``run``, ``setup``,
+    ``resources``...), which override what ``task`` says. The spec is validated here, at DAG-parse
+    time: a bad field fails the DAG import with the field's path and the fix.
+
+    :param cluster_name: reuse/name the cluster; default a deterministic name from dag, task and run.
+    :param down: tear the cluster down at the end. Default: True for an auto-named cluster,
+        False for a named one (so later tasks can reuse it).
+    :param sky_conn_id: the ``sky`` connection (optional; defaults need none).
+    :param poll_interval: seconds between job status checks while streaming logs.
+    :param log_tail_lines: how many last log lines the failure message carries.
+    """
+
+    template_fields: Sequence[str] = ("run", "setup", "envs", "cluster_name", "workdir")
+    template_fields_renderers = {"run": "bash", "setup": "bash", "envs": "json"}
+    ui_color = "#d7ecfb"
+
+    def __init__(
+        self,
+        *,
+        task: str | os.PathLike[str] | dict[str, Any] | Task | None = None,
+        run: str | None = None,
+        setup: str | None = None,
+        resources: dict[str, Any] | None = None,
+        num_nodes: int | None = None,
+        envs: dict[str, Any] | None = None,
+        secrets: dict[str, Any] | None = None,
+        workdir: str | None = None,
+        file_mounts: dict[str, Any] | None = None,
+        cluster_name: str | None = None,
+        down: bool | None = None,
+        sky_conn_id: str = SkyHook.default_conn_name,
+        poll_interval: float = 1.0,
+        log_tail_lines: int = 40,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        base = self._load_base_spec(task)
+        overrides = {
+            "run": run,
+            "setup": setup,
+            "resources": resources,
+            "num_nodes": num_nodes,
+            "envs": envs,
+            "secrets": secrets,
+            "workdir": workdir,
+            "file_mounts": file_mounts,
+        }
+        spec = {**base, **{key: value for key, value in overrides.items() if value is not None}}
+        spec.setdefault("name", self.task_id)
+        if not spec.get("run"):
+            raise SpecError("run", spec.get("run"), "is missing", "give `run=` or a task YAML with a `run` section")
+        self._spec = Task.from_dict(spec).to_dict()  # validates now, at DAG-parse time
+        if cluster_name is not None and "{{" not in cluster_name:
+            problem = validate_cluster_name(cluster_name)
+            if problem:
+                raise SpecError("cluster_name", cluster_name, problem, "pick a name like 'train-gpu-1'")
+        self.run = self._spec.get("run")
+        self.setup = self._spec.get("setup")
+        self.envs = self._spec.get("envs") or {}
+        self.workdir = self._spec.get("workdir")
+        self.cluster_name = cluster_name
+        self.down = down
+        self.sky_conn_id = sky_conn_id
+        self.poll_interval = poll_interval
+        self.log_tail_lines = log_tail_lines
+
+    # ---- parse-time helpers -------------------------------------------------------------
+    def _load_base_spec(self, task: str | os.PathLike[str] | dict[str, Any] | Task | None) -> dict[str, Any]:
+        if task is None:
+            return {}
+        if isinstance(task, Task):
+            return task.to_dict()
+        if isinstance(task, dict):
+            return Task.from_dict(task).to_dict()
+        path = Path(task)
+        if not path.is_absolute() and not path.exists() and self.has_dag():
+            folder = getattr(self.dag, "folder", None)
+            if folder:
+                path = Path(folder) / path
+        if not path.exists():
+            raise SpecError("task", str(task), "file not found", "give an absolute path or one relative to the DAG file")
+        tasks = load_tasks(path)
+        if len(tasks) != 1:
+            raise SpecError(
+                "task",
+                str(task),
+                f"holds a chain of {len(tasks)} tasks",
+                "use one SkyTaskOperator per task (or a single-document YAML)",
+            )
+        return tasks[0].to_dict()
+
+    # ---- run time -----------------------------------------------------------------------
+    @cached_property
+    def hook(self) -> SkyHook:
+        return SkyHook(sky_conn_id=self.sky_conn_id)
+
+    def _rendered_task(self) -> Task:
+        spec = dict(self._spec)
+        spec.update({"run": self.run, "setup": self.setup, "envs": self.envs or None, "workdir": self.workdir})
+        return Task.from_dict({key: value for key, value in spec.items() if value is not None})
+
+    def _owner(self, context: Any) -> Owner:
+        ti = context["ti"]
+        return Owner(dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, map_index=ti.map_index)
+
+    def _cluster_name(self, owner: Owner) -> str:
+        if self.cluster_name:
+            problem = validate_cluster_name(self.cluster_name)
+            if problem:
+                raise AirflowException(f"cluster_name: {self.cluster_name!r} {problem}")
+            return self.cluster_name
+        return cluster_name_for(owner.dag_id, owner.task_id, owner.run_id, owner.map_index)
+
+    def _tear_down(self) -> bool:
+        return self.down if self.down is not None else not self.cluster_name
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        task = self._rendered_task()
+        for value in task.secrets.values():
+            if value:
+                _mask(str(value))
+        owner = self._owner(context)
+        name = self._cluster_name(owner)
+        core = self.hook.core
+        state = context.get("task_state_store")
+        prior = state.get(STATE_KEY) if state is not None else None
+        self._live = {"cluster": name, "job_id": None}
+
+        job_id = None
+        offset = 0
+        if prior and prior.get("cluster") == name and prior.get("job_id") is not None:
+            status = core.job_status(name, int(prior["job_id"]))
+            if status is not None and not status.is_terminal:
+                job_id, offset = int(prior["job_id"]), int(prior.get("log_offset", 0))
+                self.log.info("Reattaching to job %s on cluster %s (earlier try, %s)", job_id, name, status.value)
+            elif status is not None and status.value == "SUCCEEDED":
+                self.log.info("Job %s on %s already succeeded on an earlier try; not re-running", prior["job_id"], name)
+                return self._finish(core, name, int(prior["job_id"]), task, started=time.time())
+        started = time.time()
+        if job_id is None:
+            launched = core.launch(task, name, owner)
+            self.log.info(
+                "Cluster %s on %s/%s (%s x%d)%s",
+                name,
+                launched.cluster.cloud,
+                launched.cluster.region,
+                launched.cluster.instance_type,
+                launched.cluster.num_nodes,
+                " [reused]" if not launched.created else "",
+            )
+            if state is not None:
+                state.set(STATE_KEY, {"cluster": name, "job_id": None})
+            job_id = core.submit(task, name, owner)
+            if state is not None:
+                state.set(STATE_KEY, {"cluster": name, "job_id": job_id, "log_offset": 0})
+        self._live["job_id"] = job_id
+        self.log.info("Job %s submitted on %s; streaming its log", job_id, name)
+        self._follow(core, name, job_id, offset)
+        return self._finish(core, name, job_id, task, started=started)
+
+    def _follow(self, core: Any, name: str, job_id: int, offset: int) -> None:
+        tail: deque[str] = deque(maxlen=self.log_tail_lines)
+        self._tail = tail
+        while True:
+            status = core.job_status(name, job_id)
+            text, offset = core.read_log(name, job_id, offset)
+            for line in text.splitlines():
+                tail.append(line)
+                self.log.info("%s", line)
+            if status is None or status.is_terminal:
+                text, offset = core.read_log(name, job_id, offset, final=True)
+                for line in text.splitlines():
+                    tail.append(line)
+                    self.log.info("%s", line)
+                return
+            time.sleep(self.poll_interval)
+
+    def _finish(self, core: Any, name: str, job_id: int, task: Task, started: float) -> dict[str, Any]:
+        outcome: JobOutcome = core.outcome(name, job_id)
+        result = outcome.to_xcom()
+        result["duration_s"] = round(time.time() - started, 3)
+        if self._tear_down():
+            core.down(name)
+            result["torn_down"] = True
+        else:
+            result["torn_down"] = False
+        if outcome.status != "SUCCEEDED":
+            tail = "\n".join(getattr(self, "_tail", []) or core.log_tail(name, job_id, self.log_tail_lines))
+            raise AirflowException(
+                f"Sky job {job_id} on cluster {name} ended {outcome.status} (exit code {outcome.exit_code}). "
+                f"Last log lines:\n{tail}"
+            )
+        return result
+
+    def on_kill(self) -> None:
+        """Cancel the running job and tear down what this task created (nothing else)."""
+        live = getattr(self, "_live", None)
+        if not live:
+            return
+        core = self.hook.core
+        if live.get("job_id") is not None:
+            self.log.info("Cancelling job %s on %s", live["job_id"], live["cluster"])
+            core.cancel(live["cluster"], int(live["job_id"]))
+        if self._tear_down():
+            self.log.info("Tearing down cluster %s", live["cluster"])
+            core.down(live["cluster"])

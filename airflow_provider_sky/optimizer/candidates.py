@@ -1,0 +1,116 @@
+"""Per task: the feasible catalog offerings, priced, reduced to the cheapest one per region."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from airflow_provider_sky.catalog.index import Catalog
+from airflow_provider_sky.catalog.query import OfferingQuery
+from airflow_provider_sky.optimizer.errors import InfeasibleTaskError
+from airflow_provider_sky.optimizer.requests import alternatives
+
+Blocked = tuple[str | None, str | None, str | None, str | None]
+"""(cloud, region, zone, instance_type) from failover; None = any."""
+
+
+@dataclass(frozen=True)
+class PricedRows:
+    """Offerings of a task before placement: catalog rows, spot flags, per-instance hourly prices."""
+
+    rows: np.ndarray
+    use_spot: np.ndarray
+    hourly: np.ndarray
+
+
+def normalize_blocked(blocked: Iterable | None) -> tuple[Blocked, ...]:
+    """Accept tuples (padded with None) or dicts with cloud/region/zone/instance_type keys."""
+    out: list[Blocked] = []
+    for b in blocked or ():
+        if isinstance(b, dict):
+            out.append((b.get("cloud"), b.get("region"), b.get("zone"), b.get("instance_type")))
+        else:
+            t = (*tuple(b), None, None, None, None)[:4]
+            out.append(t)  # type: ignore[arg-type]
+    return tuple(out)
+
+
+def _unblocked(catalog: Catalog, rows: np.ndarray, blocked: tuple[Blocked, ...]) -> np.ndarray:
+    if not blocked or not len(rows):
+        return rows
+    t = catalog.table
+    keep = np.ones(len(rows), dtype=bool)
+    for cloud, region, zone, itype in blocked:
+        hit = np.ones(len(rows), dtype=bool)
+        for col, val in ((t.cloud, cloud), (t.region, region), (t.zone, zone), (t.instance_type, itype)):
+            if val is not None:
+                hit &= col[rows] == val
+        keep &= ~hit
+    return rows[keep]
+
+
+class CandidateFinder:
+    """Finds and prices offerings per Resources, memoised (DAGs repeat the same resources)."""
+
+    def __init__(self, catalog: Catalog, blocked: Iterable | None = None):
+        self.catalog = catalog
+        self.blocked = normalize_blocked(blocked)
+        self._cache: dict[object, PricedRows | tuple[str, OfferingQuery, bool]] = {}
+
+    def priced_rows(self, task_name: str, resources: object) -> PricedRows:
+        """All unblocked offerings for ``resources`` (any_of = union, ordered = first feasible)."""
+        try:
+            key: object = resources
+            hash(key)
+        except TypeError:
+            key = id(resources)
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._compute(resources)
+            self._cache[key] = hit
+        if isinstance(hit, tuple):
+            problem, query, blocked_all = hit
+            raise InfeasibleTaskError(task_name, self._message(task_name, problem, query, blocked_all))
+        return hit
+
+    def _compute(self, resources: object) -> PricedRows | tuple[str, OfferingQuery, bool]:
+        queries, ordered = alternatives(resources)
+        parts: list[tuple[np.ndarray, bool]] = []
+        any_matched = False
+        for q in queries:
+            found = self.catalog.find(q)
+            any_matched |= bool(len(found))
+            rows = _unblocked(self.catalog, found, self.blocked)
+            if len(rows):
+                parts.append((rows, q.use_spot))
+                if ordered:
+                    break
+        if not parts:
+            return ("", queries[0], any_matched)
+        rows = np.concatenate([r for r, _ in parts])
+        spot = np.concatenate([np.full(len(r), s) for r, s in parts])
+        hourly = np.where(spot, self.catalog.table.spot_price[rows], self.catalog.table.price[rows])
+        return PricedRows(rows, spot, hourly)
+
+    def _message(self, task_name: str, _problem: str, q: OfferingQuery, blocked_all: bool) -> str:
+        head = f"no offering satisfies task '{task_name}': {q.describe()}"
+        if blocked_all:
+            blocked = ", ".join("/".join(p or "*" for p in b) for b in self.blocked)
+            return f"{head}; every matching offering is blocked after failures ({blocked})"
+        return f"{head}; {self.catalog.explain_missing(q)}"
+
+
+def cheapest_per_region(catalog: Catalog, priced: PricedRows, scale: float) -> tuple[np.ndarray, ...]:
+    """(region ids, cost, row, use_spot, hourly) keeping the cheapest offering per region.
+
+    ``scale`` = hours x nodes. Ties go to the lower row index (deterministic plans).
+    """
+    region = catalog.row_region[priced.rows]
+    order = np.lexsort((priced.rows, priced.hourly, region))
+    region_sorted = region[order]
+    first = np.flatnonzero(np.r_[True, region_sorted[1:] != region_sorted[:-1]])
+    pick = order[first]
+    hourly = priced.hourly[pick]
+    return region[pick], hourly * scale, priced.rows[pick], priced.use_spot[pick], hourly

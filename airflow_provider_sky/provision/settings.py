@@ -1,0 +1,48 @@
+"""Broker settings, independent of where they come from (an Airflow connection, env, defaults)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+KNOWN_CLOUDS = ("local", "ssh", "aws", "gcp", "azure")
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class SkySettings:
+    """What the core needs to know to plan and launch: state DB, clouds, preferences."""
+
+    state_db_url: str | None = None
+    enabled_clouds: tuple[str, ...] = ("local",)
+    region_preferences: tuple[str, ...] = ()
+    local_dir: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.enabled_clouds if c not in KNOWN_CLOUDS]
+        if unknown:
+            raise ValueError(
+                f"enabled_clouds: unknown cloud(s) {unknown}; use a comma-separated subset of {list(KNOWN_CLOUDS)}"
+            )
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, object]) -> SkySettings:
+        """Build from a flat mapping (connection extras, env); empty strings mean 'default'."""
+
+        def text(key: str) -> str | None:
+            raw = values.get(key)
+            return str(raw).strip() if raw not in (None, "") else None
+
+        clouds = _split(text("enabled_clouds")) or ("local",)
+        return cls(
+            state_db_url=text("state_db_url") or os.environ.get("SKY_STATE_DB_URL") or None,
+            enabled_clouds=clouds,
+            region_preferences=_split(text("region_preferences")),
+            local_dir=text("local_dir"),
+        )

@@ -1,0 +1,347 @@
+"""az:// store over azure-storage-blob (Azure Blob Storage, or Azurite given an explicit endpoint).
+
+URIs: `az://<account>/<container>/<key>` or `https://<account>.blob.core.windows.net/<container>/<key>`.
+Large objects are staged as blocks (each with a transactional MD5 the service validates) and
+committed as one block list. A blob's region is the storage account's location, which the blob
+API does not expose: pass `region=` (e.g. from the connection's extras) for region-aware staging.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import logging
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any, BinaryIO
+
+from .base import (
+    MultipartUpload,
+    NotFound,
+    ObjectInfo,
+    PartResult,
+    StorageError,
+    Store,
+    normalize_metadata,
+)
+
+_MAX_SINGLE_PUT = 256 << 20
+
+# azure-core logs every request and response at INFO: keep task logs readable unless asked for.
+_http_log = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")
+if _http_log.level == logging.NOTSET:
+    _http_log.setLevel(logging.WARNING)
+
+
+def make_blob_service_client(
+    account: str | None = None,
+    *,
+    account_url: str | None = None,
+    account_key: str | None = None,
+    connection_string: str | None = None,
+    sas_token: str | None = None,
+    credential: Any = None,
+    max_pool_connections: int = 64,
+    connect_timeout: float = 10,
+    read_timeout: float = 120,
+    retry_total: int = 5,
+) -> Any:
+    """A BlobServiceClient with a pooled transport and short exponential retries.
+
+    Resolution order: `connection_string`; else `account_url` (default
+    `https://<account>.blob.core.windows.net`) with `credential`, `account_key`, `sas_token`, or
+    azure-identity's DefaultAzureCredential."""
+    import requests
+    from azure.core.pipeline.transport import RequestsTransport
+    from azure.storage.blob import BlobServiceClient, ExponentialRetry
+
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(
+        pool_connections=max_pool_connections, pool_maxsize=max_pool_connections
+    )
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    common: dict[str, Any] = {
+        "transport": RequestsTransport(
+            session=session,
+            session_owner=False,
+            connection_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        ),
+        "retry_policy": ExponentialRetry(
+            initial_backoff=0.5, increment_base=2, retry_total=retry_total, random_jitter_range=0.5
+        ),
+        "max_single_put_size": _MAX_SINGLE_PUT,
+        "max_single_get_size": _MAX_SINGLE_PUT,
+        "max_chunk_get_size": 32 << 20,
+    }
+    if connection_string:
+        return BlobServiceClient.from_connection_string(connection_string, **common)
+    if not account_url:
+        if not account:
+            raise StorageError("an Azure store needs an account name, account_url or connection_string")
+        account_url = f"https://{account}.blob.core.windows.net"
+    if credential is None:
+        if account_key:
+            credential = {
+                "account_name": account or account_url.rstrip("/").rsplit("/", 1)[-1],
+                "account_key": account_key,
+            }
+        elif sas_token:
+            credential = sas_token
+        else:
+            from azure.identity import DefaultAzureCredential
+
+            credential = DefaultAzureCredential()
+    return BlobServiceClient(account_url, credential=credential, **common)
+
+
+def _md5_hex(value: Any) -> str | None:
+    if not value:
+        return None
+    return bytes(value).hex()
+
+
+def _props_info(key: str, props: Any) -> ObjectInfo:
+    settings = getattr(props, "content_settings", None)
+    return ObjectInfo(
+        key=key,
+        size=int(props.size or 0),
+        etag=(props.etag or "").strip('"') or None,
+        md5=_md5_hex(settings.content_md5 if settings else None),
+        mtime=props.last_modified.timestamp() if props.last_modified else None,
+        metadata=normalize_metadata(props.metadata),
+    )
+
+
+class AzureStore(Store):
+    scheme = "az"
+    min_part_size = 1
+    max_parts = 50_000
+    max_server_copy = 1 << 40
+
+    def __init__(
+        self,
+        account: str,
+        container: str,
+        *,
+        client: Any = None,
+        account_url: str | None = None,
+        account_key: str | None = None,
+        connection_string: str | None = None,
+        sas_token: str | None = None,
+        credential: Any = None,
+        region: str | None = None,
+        max_pool_connections: int = 64,
+    ):
+        self.account = account
+        self.bucket = container
+        self._region = region
+        self.service = client or make_blob_service_client(
+            account,
+            account_url=account_url,
+            account_key=account_key,
+            connection_string=connection_string,
+            sas_token=sas_token,
+            credential=credential,
+            max_pool_connections=max_pool_connections,
+        )
+        self.container = self.service.get_container_client(container)
+
+    def uri(self, key: str = "") -> str:
+        return f"az://{self.account}/{self.bucket}/{key}"
+
+    def endpoint_identity(self) -> tuple:
+        return ("az", self.service.url.rstrip("/"))
+
+    def _blob(self, key: str) -> Any:
+        return self.container.get_blob_client(key)
+
+    # ---- listing
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            for props in self.container.list_blobs(name_starts_with=prefix or None, include=["metadata"]):
+                yield _props_info(props.name, props)
+        except ResourceNotFoundError as exc:
+            raise NotFound(self.uri()) from exc
+
+    def head(self, key: str) -> ObjectInfo | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            props = self._blob(key).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        return _props_info(key, props)
+
+    # ---- reading
+    def read(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        if end is not None and end <= start:
+            return b""
+        length = None if end is None else end - start
+        try:
+            return (
+                self._blob(key)
+                .download_blob(offset=start if (start or length) else None, length=length, max_concurrency=1)
+                .readall()
+            )
+        except ResourceNotFoundError as exc:
+            raise NotFound(self.uri(key)) from exc
+
+    def open_read(self, key: str) -> BinaryIO:
+        downloader = self._blob(key).download_blob(max_concurrency=1)
+        return io.BufferedReader(_ChunkStream(downloader.chunks()), buffer_size=8 << 20)
+
+    # ---- writing
+    def write(
+        self,
+        key: str,
+        data: bytes,
+        metadata: Mapping[str, str] | None = None,
+        md5: bytes | None = None,
+        crc32c: int | None = None,
+    ) -> ObjectInfo:
+        from azure.storage.blob import ContentSettings
+
+        settings = ContentSettings(
+            content_type="application/octet-stream", content_md5=bytearray(md5) if md5 else None
+        )
+        resp = self._blob(key).upload_blob(
+            data,
+            overwrite=True,
+            metadata=normalize_metadata(metadata) or None,
+            content_settings=settings,
+            validate_content=md5 is None,
+            max_concurrency=1,
+        )
+        return ObjectInfo(
+            key=key,
+            size=len(data),
+            etag=(resp.get("etag") or "").strip('"') or None,
+            md5=_md5_hex(resp.get("content_md5")),
+            metadata=normalize_metadata(metadata),
+        )
+
+    def begin_multipart(self, key: str, metadata: Mapping[str, str] | None = None) -> MultipartUpload:
+        return _AzureBlocks(self, key)
+
+    def copy_from(
+        self, source: Store, src_key: str, dst_key: str, metadata: Mapping[str, str] | None = None
+    ) -> ObjectInfo:
+        if not isinstance(source, AzureStore):
+            raise StorageError("server-side copy needs two Azure stores")
+        dst = self._blob(dst_key)
+        src_url = source._blob(src_key).url
+        kwargs: dict[str, Any] = {}
+        if metadata is not None:
+            kwargs["metadata"] = normalize_metadata(metadata)
+        dst.start_copy_from_url(src_url, **kwargs)
+        deadline = time.monotonic() + 3600
+        delay = 0.05
+        while True:
+            props = dst.get_blob_properties()
+            status = props.copy.status if props.copy else "success"
+            if status == "success":
+                return _props_info(dst_key, props)
+            if status in ("failed", "aborted"):
+                raise StorageError(
+                    f"server-side copy to {self.uri(dst_key)} {status}: {props.copy.status_description}"
+                )
+            if time.monotonic() > deadline:
+                raise StorageError(f"server-side copy to {self.uri(dst_key)} timed out")
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def delete(self, key: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with contextlib.suppress(ResourceNotFoundError):
+            self._blob(key).delete_blob()
+
+    # ---- containers
+    def bucket_exists(self) -> bool:
+        return self.container.exists()
+
+    def create_bucket(self, region: str | None = None, exist_ok: bool = True) -> None:
+        from azure.core.exceptions import ResourceExistsError
+
+        if region and self._region and region.lower() != self._region.lower():
+            raise StorageError(
+                f"Azure containers live in their storage account's region ({self._region}); "
+                f"use an account in {region}"
+            )
+        try:
+            self.container.create_container()
+        except ResourceExistsError:
+            if not exist_ok:
+                raise
+        if region and not self._region:
+            self._region = region
+
+    def region(self) -> str | None:
+        return self._region.lower() if self._region else None
+
+    def close(self) -> None:
+        self.service.close()
+
+
+class _ChunkStream(io.RawIOBase):
+    """Raw stream over an iterator of byte chunks (wrapped in io.BufferedReader)."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        super().__init__()
+        self._chunks = chunks
+        self._buf = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not len(self._buf):
+            try:
+                self._buf = memoryview(next(self._chunks))
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
+class _AzureBlocks(MultipartUpload):
+    def __init__(self, store: AzureStore, key: str):
+        self.store = store
+        self.key = key
+        self.token = uuid.uuid4().hex[:16]
+
+    def _block_id(self, number: int) -> str:
+        return base64.b64encode(f"{self.token}-{number:06d}".encode()).decode()
+
+    def upload_part(self, number: int, data: bytes, md5: bytes, offset: int) -> str:
+        block_id = self._block_id(number)
+        # validate_content: the SDK sends a transactional MD5 the service checks on arrival.
+        self.store._blob(self.key).stage_block(block_id, data, length=len(data), validate_content=True)
+        return block_id
+
+    def complete(self, parts: list[PartResult], metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+        from azure.storage.blob import BlobBlock, ContentSettings
+
+        blob = self.store._blob(self.key)
+        blob.commit_block_list(
+            [BlobBlock(block_id=p.token) for p in sorted(parts, key=lambda p: p.number)],
+            metadata=normalize_metadata(metadata) or None,
+            content_settings=ContentSettings(content_type="application/octet-stream"),
+        )
+        info = self.store.head(self.key)
+        if info is None:
+            raise StorageError(f"block commit of {self.store.uri(self.key)} left no object")
+        return info
+
+    def abort(self) -> None:
+        """Uncommitted blocks are garbage-collected by the service (7 days); nothing to delete."""

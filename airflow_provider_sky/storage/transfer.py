@@ -1,0 +1,966 @@
+"""The transfer engine: verified, incremental, parallel prefix copies between any two stores.
+
+    report = transfer("s3://src/data/", "az://acct/cont/data/", src_options={...}, dst_options={...})
+
+- Listing of source and destination runs concurrently; the identity checks of objects present on
+  both sides run on the worker pool.
+- Objects up to `multipart_threshold` are copied in one read and one write; larger ones in parts of
+  `part_size`, read with ranged GETs and uploaded as multipart / blocks / composite parts, all in
+  parallel on one thread pool. Bytes only ever live in memory, and the bytes in flight are bounded
+  by `memory_budget` (a byte semaphore taken, in submission order, before a read starts).
+- Same-provider pairs (same endpoint and credentials) use server-side copy.
+- Every copied object is verified: size, and MD5/CRC32C computed by the engine against what the
+  source claims and what the destination reports (S3 ETag or multipart ETag, GCS MD5/CRC32C,
+  Azure Content-MD5 / per-block transactional MD5, file read-back). A mismatch raises
+  `TransferError`; nothing is reported as copied unless verified.
+- Incremental: an object already at the destination with the same size and checksum (or recorded
+  as a copy of the same source ETag) is skipped, so a rerun after a crash copies only what is
+  missing. Nothing is deleted at the destination unless `delete_extraneous=True`.
+- Before copying, the bytes to move give a cost and time estimate (`egress_price_per_gb`);
+  progress (bytes, files, rate, ETA) goes to the `progress` callback and to the logger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import posixpath
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from .base import (
+    META_CRC32C,
+    META_MD5,
+    META_PART_SIZE,
+    META_SRC_ETAG,
+    IntegrityError,
+    MultipartUpload,
+    NotFound,
+    ObjectInfo,
+    PartResult,
+    StorageError,
+    Store,
+    crc32c_combine,
+    crc32c_to_b64,
+    crc32c_value,
+    multipart_etag,
+)
+from .local import FileStore
+from .uri import CLOUD_OF_SCHEME, parse_uri, store_for
+
+log = logging.getLogger("airflow_provider_sky.storage.transfer")
+
+MiB = 1 << 20
+
+#: (src_cloud, src_region, dst_cloud, dst_region) -> USD per GB moved, or None when unknown.
+EgressPriceFn = Callable[[str, "str | None", str, "str | None"], "float | None"]
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass
+class TransferProgress:
+    bytes_done: int
+    bytes_total: int
+    files_done: int
+    files_total: int
+    files_skipped: int
+    files_failed: int
+    elapsed: float
+    rate: float  # bytes/s over the whole run so far
+    eta: float | None  # seconds, None until a rate is known
+
+    def __str__(self) -> str:
+        eta = f"{self.eta:.0f}s" if self.eta is not None else "?"
+        return (
+            f"{self.bytes_done / MiB:.1f}/{self.bytes_total / MiB:.1f} MiB, "
+            f"{self.files_done}/{self.files_total} files ({self.files_skipped} skipped, "
+            f"{self.files_failed} failed), {self.rate / 1e6:.1f} MB/s, ETA {eta}"
+        )
+
+
+@dataclass
+class TransferEstimate:
+    files: int  # objects to copy
+    bytes: int  # bytes to copy
+    files_skipped: int
+    bytes_skipped: int
+    seconds: float
+    cost_usd: float | None  # None when no price is known
+    price_per_gb: float | None
+    server_side: bool
+    src_region: str | None
+    dst_region: str | None
+
+
+@dataclass
+class TransferReport:
+    src_uri: str
+    dst_uri: str
+    files_copied: int = 0
+    files_skipped: int = 0
+    files_deleted: int = 0
+    files_failed: int = 0
+    bytes_copied: int = 0
+    bytes_skipped: int = 0
+    seconds: float = 0.0
+    verified: bool = False  # True when every copied object's size and a checksum were verified
+    files_size_only: int = 0  # copied objects for which no checksum was available (size checked)
+    server_side: bool = False
+    estimate: TransferEstimate | None = None
+    cost_usd: float | None = None  # bytes_copied x egress price (0 for server-side same region)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def estimated_cost_usd(self) -> float | None:
+        return self.estimate.cost_usd if self.estimate else None
+
+    @property
+    def estimated_seconds(self) -> float | None:
+        return self.estimate.seconds if self.estimate else None
+
+    @property
+    def throughput(self) -> float:
+        """Bytes copied per second."""
+        return self.bytes_copied / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        return (
+            f"{self.src_uri} -> {self.dst_uri}: {self.files_copied} copied "
+            f"({self.bytes_copied / MiB:.1f} MiB), {self.files_skipped} skipped, {self.files_deleted} deleted, "
+            f"{self.files_failed} failed in {self.seconds:.1f}s ({self.throughput / 1e6:.1f} MB/s), "
+            f"verified={self.verified}"
+            + (f", cost ${self.cost_usd:.4f}" if self.cost_usd is not None else "")
+        )
+
+
+class TransferError(StorageError):
+    """Some objects could not be copied and verified; `report` says which and why."""
+
+    def __init__(self, message: str, report: TransferReport):
+        super().__init__(message)
+        self.report = report
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class ByteBudget:
+    """A FIFO semaphore counted in bytes: bounds the bytes held in memory by in-flight copies."""
+
+    def __init__(self, capacity: int):
+        self.capacity = max(1, int(capacity))
+        self.available = self.capacity
+        self.peak = 0
+        self._cond = threading.Condition()
+        self._queue: list[object] = []
+
+    def acquire(self, n: int) -> int:
+        n = max(1, min(int(n), self.capacity))
+        ticket = object()
+        with self._cond:
+            self._queue.append(ticket)
+            while self._queue[0] is not ticket or self.available < n:
+                self._cond.wait()
+            self._queue.pop(0)
+            self.available -= n
+            self.peak = max(self.peak, self.capacity - self.available)
+            self._cond.notify_all()
+        return n
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self.available += n
+            self._cond.notify_all()
+
+
+_NON_TRANSIENT_STATUS = {400, 401, 403, 404, 405, 409, 411, 412, 413, 416}
+
+
+def _status_of(exc: BaseException) -> int | None:
+    for attr in ("status_code", "code"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, int):
+            return value
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if isinstance(status, int):
+            return status
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying an operation that raised `exc` may succeed (network, 5xx, throttling)."""
+    if isinstance(exc, IntegrityError | NotFound | ValueError | TypeError | KeyError | AttributeError):
+        return False
+    status = _status_of(exc)
+    return not (status is not None and status in _NON_TRANSIENT_STATUS)
+
+
+def _retry(fn: Callable[[], Any], what: str, attempts: int, cancelled: threading.Event | None = None) -> Any:
+    delay = 0.25
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except Exception as exc:
+            if attempt >= attempts or not is_transient(exc) or (cancelled is not None and cancelled.is_set()):
+                raise
+            log.warning(
+                "%s failed (attempt %d/%d): %s; retrying in %.1fs", what, attempt, attempts, exc, delay
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
+    raise AssertionError("unreachable")
+
+
+def identical(src_store: Store, s: ObjectInfo, dst_store: Store, d: ObjectInfo, deep: bool = False) -> bool:
+    """Whether destination object `d` holds the same bytes as source object `s`.
+
+    Compares sizes, then any checksum both sides know (server-computed or engine-recorded),
+    fetching full metadata or hashing file:// content when listing gave too little. `deep=True`
+    reads and hashes the destination's bytes whatever the metadata says (bit-rot check)."""
+    if s.size != d.size:
+        return False
+    if deep:
+        md5, crc = dst_store.compute_checksums(d.key)
+        d = ObjectInfo(d.key, d.size, md5=md5, crc32c=crc)
+        s_sums = _full_checksums(src_store, s)
+        return _compare(s_sums, {"md5": md5, "crc32c": crc}) is True
+    for refresh in (False, True):
+        if refresh:
+            if not d.metadata_loaded:
+                d = dst_store.head(d.key) or d
+            if not s.metadata_loaded:
+                s = src_store.head(s.key) or s
+            if s.size != d.size:
+                return False
+        if d.metadata_loaded and not d.self_consistent():
+            return False
+        verdict = _compare(s.checksums(), d.checksums())
+        if verdict is not None:
+            return verdict
+        if d.metadata_loaded and s.etag and d.metadata.get(META_SRC_ETAG) == s.etag:
+            return True
+    # Nothing in common yet: hash local files (cheap) and compare again.
+    s_sums = s.checksums()
+    d_sums = d.checksums()
+    if isinstance(src_store, FileStore) and not s_sums:
+        md5, crc = src_store.compute_checksums(s.key)
+        s_sums = {"md5": md5, "crc32c": crc}
+    if isinstance(dst_store, FileStore):
+        md5, crc = dst_store.compute_checksums(d.key)
+        if d_sums and _compare(d_sums, {"md5": md5, "crc32c": crc}) is False:
+            return False
+        d_sums = {"md5": md5, "crc32c": crc}
+    return _compare(s_sums, d_sums) is True
+
+
+def _full_checksums(store: Store, info: ObjectInfo) -> dict[str, object]:
+    sums = info.checksums()
+    if not sums and not info.metadata_loaded:
+        fresh = store.head(info.key)
+        sums = fresh.checksums() if fresh else {}
+    if not sums:
+        md5, crc = store.compute_checksums(info.key)
+        sums = {"md5": md5, "crc32c": crc}
+    return sums
+
+
+def _compare(a: Mapping[str, object], b: Mapping[str, object]) -> bool | None:
+    common = set(a) & set(b)
+    if not common:
+        return None
+    return all(a[k] == b[k] for k in common)
+
+
+def _region_of(store: Store) -> str | None:
+    try:
+        return store.region()
+    except Exception as exc:
+        log.debug("region lookup for %s failed: %s", store.uri(), exc)
+        return None
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+@dataclass
+class _Item:
+    rel: str
+    src: ObjectInfo
+    dst_key: str
+
+
+class _Progress:
+    def __init__(self, files_total: int, bytes_total: int, skipped: int, callback, interval: float):
+        self.lock = threading.Lock()
+        self.files_total = files_total
+        self.bytes_total = bytes_total
+        self.skipped = skipped
+        self.files_done = 0
+        self.files_failed = 0
+        self.bytes_done = 0
+        self.start = time.monotonic()
+        self.callback = callback
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add_bytes(self, n: int) -> None:
+        with self.lock:
+            self.bytes_done += n
+
+    def file_done(self, failed: bool = False) -> None:
+        with self.lock:
+            if failed:
+                self.files_failed += 1
+            else:
+                self.files_done += 1
+
+    def snapshot(self) -> TransferProgress:
+        with self.lock:
+            elapsed = time.monotonic() - self.start
+            rate = self.bytes_done / elapsed if elapsed > 0 else 0.0
+            remaining = max(0, self.bytes_total - self.bytes_done)
+            eta = remaining / rate if rate > 0 else None
+            return TransferProgress(
+                self.bytes_done,
+                self.bytes_total,
+                self.files_done,
+                self.files_total,
+                self.skipped,
+                self.files_failed,
+                elapsed,
+                rate,
+                eta,
+            )
+
+    def emit(self) -> None:
+        snap = self.snapshot()
+        log.info("transfer progress: %s", snap)
+        if self.callback is not None:
+            try:
+                self.callback(snap)
+            except Exception:
+                log.exception("progress callback failed")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.emit()
+
+    def __enter__(self) -> _Progress:
+        self._thread = threading.Thread(target=self._run, name="sky-transfer-progress", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.emit()
+
+
+class _LargeCopy:
+    """State of one object copied in parts."""
+
+    def __init__(self, item: _Item, upload: MultipartUpload, nparts: int):
+        self.item = item
+        self.upload = upload
+        self.nparts = nparts
+        self.parts: dict[int, PartResult] = {}
+        self.lock = threading.Lock()
+        self.failed: BaseException | None = None
+        self.finished = False
+
+
+class TransferEngine:
+    """One prefix (or single object) copy from `src` to `dst`; see `transfer()` for the options."""
+
+    def __init__(
+        self,
+        src: Store,
+        src_key: str,
+        dst: Store,
+        dst_key: str,
+        *,
+        workers: int = 16,
+        part_size: int = 16 * MiB,
+        multipart_threshold: int = 64 * MiB,
+        memory_budget: int = 512 * MiB,
+        server_side: bool = True,
+        skip_identical: bool = True,
+        delete_extraneous: bool = False,
+        progress: Callable[[TransferProgress], None] | None = None,
+        progress_interval: float = 2.0,
+        egress_price_per_gb: EgressPriceFn | None = None,
+        throughput_hint: float = 100e6,
+        max_cost_usd: float | None = None,
+        dry_run: bool = False,
+        retries: int = 6,
+    ):
+        self.src, self.src_key = src, src_key
+        self.dst, self.dst_key = dst, dst_key
+        self.workers = max(1, workers)
+        self.part_size = max(part_size, dst.min_part_size)
+        self.multipart_threshold = max(multipart_threshold, self.part_size)
+        self.budget = ByteBudget(max(memory_budget, self.part_size))
+        self.server_side = server_side and dst.can_server_copy_from(src)
+        self.skip_identical = skip_identical
+        self.delete_extraneous = delete_extraneous
+        self.progress_cb = progress
+        self.progress_interval = progress_interval
+        self.egress_price_per_gb = egress_price_per_gb
+        self.throughput_hint = throughput_hint
+        self.max_cost_usd = max_cost_usd
+        self.dry_run = dry_run
+        self.retries = max(1, retries)
+        self.cancelled = threading.Event()
+        self._lock = threading.Lock()
+        self.report = TransferReport(src.uri(src_key), dst.uri(dst_key), server_side=self.server_side)
+        self._strong = 0
+        self._inflight = threading.BoundedSemaphore(self.workers * 4)
+
+    # ---- planning
+    def _resolve(self) -> tuple[str, str, ObjectInfo | None]:
+        """(source prefix, destination prefix, single source object or None)."""
+        key = self.src_key
+        if key and not key.endswith("/"):
+            single = _retry(lambda: self.src.head(key), f"head {self.src.uri(key)}", self.retries)
+            if single is not None:
+                if not self.dst_key or self.dst_key.endswith("/"):
+                    dst_key = self.dst_key + posixpath.basename(key)
+                else:
+                    dst_key = self.dst_key
+                return key, dst_key, single
+            key += "/"
+        dst_prefix = self.dst_key
+        if dst_prefix and not dst_prefix.endswith("/"):
+            dst_prefix += "/"
+        return key, dst_prefix, None
+
+    def _list(self, store: Store, prefix: str) -> dict[str, ObjectInfo]:
+        def run() -> dict[str, ObjectInfo]:
+            try:
+                return {o.key[len(prefix) :]: o for o in store.list(prefix) if not o.key.endswith("/")}
+            except NotFound:
+                return {}
+
+        return _retry(run, f"list {store.uri(prefix)}", self.retries)
+
+    def plan(self, pool: ThreadPoolExecutor) -> tuple[list[_Item], dict[str, ObjectInfo], set[str]]:
+        src_prefix, dst_prefix, single = self._resolve()
+        if single is not None:
+            d = _retry(lambda: self.dst.head(dst_prefix), "head destination", self.retries)
+            src_objs = {"": single}
+            dst_objs = {"": d} if d is not None else {}
+            keys = {"": dst_prefix}
+        else:
+            f_src = pool.submit(self._list, self.src, src_prefix)
+            f_dst = pool.submit(self._list, self.dst, dst_prefix)
+            src_objs, dst_objs = f_src.result(), f_dst.result()
+            keys = {rel: dst_prefix + rel for rel in src_objs}
+        candidates = [rel for rel in src_objs if rel in dst_objs] if self.skip_identical else []
+        same: dict[str, bool] = {}
+        if candidates:
+            futures = {
+                rel: pool.submit(
+                    _retry,
+                    lambda rel=rel: identical(self.src, src_objs[rel], self.dst, dst_objs[rel]),
+                    f"compare {rel}",
+                    self.retries,
+                )
+                for rel in candidates
+            }
+            same = {rel: f.result() for rel, f in futures.items()}
+        items = [_Item(rel, src_objs[rel], keys[rel]) for rel in src_objs if not same.get(rel)]
+        skipped = {rel for rel, ok in same.items() if ok}
+        extraneous = {rel for rel in dst_objs if rel not in src_objs}
+        for rel in skipped:
+            self.report.files_skipped += 1
+            self.report.bytes_skipped += src_objs[rel].size
+        return items, {rel: dst_objs[rel] for rel in extraneous}, skipped
+
+    def estimate(self, items: list[_Item]) -> TransferEstimate:
+        nbytes = sum(i.src.size for i in items)
+        src_region = _region_of(self.src)
+        dst_region = _region_of(self.dst)
+        price = None
+        if self.egress_price_per_gb is not None:
+            try:
+                price = self.egress_price_per_gb(
+                    CLOUD_OF_SCHEME.get(self.src.scheme, self.src.scheme),
+                    src_region,
+                    CLOUD_OF_SCHEME.get(self.dst.scheme, self.dst.scheme),
+                    dst_region,
+                )
+            except Exception as exc:
+                log.warning("egress price lookup failed: %s", exc)
+        seconds = nbytes / self.throughput_hint + len(items) * 0.02 / self.workers
+        return TransferEstimate(
+            files=len(items),
+            bytes=nbytes,
+            files_skipped=self.report.files_skipped,
+            bytes_skipped=self.report.bytes_skipped,
+            seconds=seconds,
+            cost_usd=None if price is None else nbytes / 1e9 * price,
+            price_per_gb=price,
+            server_side=self.server_side,
+            src_region=src_region,
+            dst_region=dst_region,
+        )
+
+    # ---- per-object work
+    def _meta(self, item: _Item, md5_hex: str | None, crc: int | None) -> dict[str, str]:
+        meta: dict[str, str] = {}
+        if md5_hex:
+            meta[META_MD5] = md5_hex
+        if crc is not None:
+            meta[META_CRC32C] = crc32c_to_b64(crc)
+        if item.src.etag:
+            meta[META_SRC_ETAG] = item.src.etag
+        return meta
+
+    def _check_source(self, item: _Item, size: int, md5_hex: str | None, crc: int) -> None:
+        if size != item.src.size:
+            raise IntegrityError(f"{self.src.uri(item.src.key)}: read {size} bytes, listed {item.src.size}")
+        got: dict[str, object] = {"crc32c": crc}
+        if md5_hex:
+            got["md5"] = md5_hex
+        if _compare(item.src.checksums(), got) is False:
+            raise IntegrityError(
+                f"{self.src.uri(item.src.key)}: bytes read do not match the source's checksums "
+                f"{item.src.checksums()} (got {got})"
+            )
+
+    def _check_dest(
+        self,
+        item: _Item,
+        info: ObjectInfo,
+        size: int,
+        md5_hex: str | None,
+        crc: int,
+        part_md5s: list[bytes] | None = None,
+        parts_validated: bool = False,
+    ) -> bool:
+        """Raise IntegrityError on any disagreement; return whether a checksum (not only size) matched."""
+        where = self.dst.uri(item.dst_key)
+        if info.size != size:
+            raise IntegrityError(f"{where}: destination reports {info.size} bytes, sent {size}")
+        strong = parts_validated
+        if info.md5 and md5_hex:
+            if info.md5.lower() != md5_hex:
+                raise IntegrityError(f"{where}: destination MD5 {info.md5} != {md5_hex}")
+            strong = True
+        if info.crc32c is not None:
+            if info.crc32c != crc:
+                raise IntegrityError(f"{where}: destination CRC32C {info.crc32c:#x} != {crc:#x}")
+            strong = True
+        if part_md5s and info.etag and info.etag.endswith(f"-{len(part_md5s)}"):
+            if info.etag != multipart_etag(part_md5s):
+                raise IntegrityError(f"{where}: multipart ETag {info.etag} != {multipart_etag(part_md5s)}")
+            strong = True
+        if isinstance(self.dst, FileStore):
+            got_md5, got_crc = self.dst.compute_checksums(item.dst_key)
+            if got_crc != crc or (md5_hex and got_md5 != md5_hex):
+                raise IntegrityError(f"{where}: bytes on disk differ from the bytes written")
+            strong = True
+        return strong
+
+    def _succeeded(self, item: _Item, strong: bool) -> None:
+        with self._lock:
+            self.report.files_copied += 1
+            self.report.bytes_copied += item.src.size
+            if strong:
+                self._strong += 1
+            else:
+                self.report.files_size_only += 1
+        self.progress.file_done()
+
+    def _failed(self, item: _Item, exc: BaseException) -> None:
+        log.error("copy of %s failed: %s", self.src.uri(item.src.key), exc)
+        with self._lock:
+            self.report.files_failed += 1
+            self.report.failures.append((item.rel, f"{type(exc).__name__}: {exc}"))
+        self.progress.file_done(failed=True)
+
+    def _copy_small(self, item: _Item, reserved: int) -> None:
+        try:
+            for attempt in range(1, 3):
+                try:
+                    data = _retry(
+                        lambda: self.src.read(item.src.key),
+                        f"read {item.src.key}",
+                        self.retries,
+                        self.cancelled,
+                    )
+                    md5 = hashlib.md5(data).digest()
+                    crc = crc32c_value(data)
+                    self._check_source(item, len(data), md5.hex(), crc)
+                    info = _retry(
+                        lambda data=data, md5=md5, crc=crc: self.dst.write(
+                            item.dst_key, data, metadata=self._meta(item, md5.hex(), crc), md5=md5, crc32c=crc
+                        ),
+                        f"write {item.dst_key}",
+                        self.retries,
+                        self.cancelled,
+                    )
+                    strong = self._check_dest(item, info, len(data), md5.hex(), crc)
+                    data = b""
+                    self.progress.add_bytes(item.src.size)
+                    self._succeeded(item, strong)
+                    return
+                except IntegrityError as exc:
+                    if attempt == 2:
+                        raise
+                    log.warning("%s; copying %s again", exc, item.rel)
+        except Exception as exc:
+            self._failed(item, exc)
+        finally:
+            self.budget.release(reserved)
+            self._inflight.release()
+
+    def _copy_server_side(self, item: _Item) -> None:
+        try:
+            meta = None
+            src = item.src
+            extra: dict[str, Any] = {}
+            if not src.checksums():
+                full = self.src.head(src.key) or src
+                meta = {**full.metadata, META_SRC_ETAG: src.etag or ""}
+                src = full
+                # An S3 object the engine uploaded in parts: copy with the same part boundaries,
+                # so S3 recomputes the same multipart ETag from the copied bytes.
+                if (
+                    self.dst.scheme == "s3"
+                    and src.etag
+                    and "-" in src.etag
+                    and src.metadata.get(META_PART_SIZE)
+                ):
+                    extra = {"part_size": int(src.metadata[META_PART_SIZE]), "size": src.size}
+            info = _retry(
+                lambda: self.dst.copy_from(self.src, src.key, item.dst_key, metadata=meta, **extra),
+                f"server-side copy {item.rel}",
+                self.retries,
+                self.cancelled,
+            )
+            if info.size != src.size:
+                raise IntegrityError(
+                    f"{self.dst.uri(item.dst_key)}: {info.size} bytes after copy, source {src.size}"
+                )
+            verdict = _compare(src.checksums(), info.checksums())
+            if extra:
+                if info.etag != src.etag:
+                    raise IntegrityError(
+                        f"{self.dst.uri(item.dst_key)}: multipart copy ETag {info.etag} != source {src.etag}"
+                    )
+                verdict = True
+            if verdict is None and isinstance(self.dst, FileStore):
+                verdict = _compare(_full_checksums(self.src, src), _full_checksums(self.dst, info))
+            if verdict is False:
+                raise IntegrityError(f"{self.dst.uri(item.dst_key)}: checksums differ after server-side copy")
+            self.progress.add_bytes(src.size)
+            self._succeeded(item, verdict is True)
+        except Exception as exc:
+            self._failed(item, exc)
+        finally:
+            self._inflight.release()
+
+    def _copy_part(self, job: _LargeCopy, number: int, offset: int, length: int, reserved: int) -> None:
+        item = job.item
+        try:
+            if job.failed is not None or self.cancelled.is_set():
+                return
+            data = _retry(
+                lambda: self.src.read(item.src.key, offset, offset + length),
+                f"read {item.rel} part {number}",
+                self.retries,
+                self.cancelled,
+            )
+            if len(data) != length:
+                raise IntegrityError(
+                    f"{self.src.uri(item.src.key)} part {number}: read {len(data)} of {length} bytes"
+                )
+            md5 = hashlib.md5(data).digest()
+            crc = crc32c_value(data)
+            token = _retry(
+                lambda: job.upload.upload_part(number, data, md5, offset),
+                f"upload {item.rel} part {number}",
+                self.retries,
+                self.cancelled,
+            )
+            data = b""  # drop the buffer before the bookkeeping below
+            self.progress.add_bytes(length)
+            with job.lock:
+                job.parts[number] = PartResult(number, length, md5, crc, token)
+                last = len(job.parts) == job.nparts and job.failed is None and not job.finished
+                if last:
+                    job.finished = True
+            if last:
+                self._finish_large(job)
+        except Exception as exc:
+            with job.lock:
+                first = job.failed is None and not job.finished
+                if first:
+                    job.failed = exc
+                    job.finished = True
+            if first:
+                job.upload.abort()
+                self._failed(item, exc)
+        finally:
+            self.budget.release(reserved)
+
+    def _finish_large(self, job: _LargeCopy) -> None:
+        item = job.item
+        parts = [job.parts[n] for n in sorted(job.parts)]
+        crc = parts[0].crc32c
+        for p in parts[1:]:
+            crc = crc32c_combine(crc, p.crc32c, p.size)
+        size = sum(p.size for p in parts)
+        try:
+            self._check_source(item, size, None, crc)
+            meta = {**self._meta(item, None, crc), META_PART_SIZE: str(parts[0].size)}
+            info = _retry(
+                lambda: job.upload.complete(parts, metadata=meta),
+                f"complete {item.rel}",
+                self.retries,
+                self.cancelled,
+            )
+            try:
+                strong = self._check_dest(
+                    item,
+                    info,
+                    size,
+                    None,
+                    crc,
+                    part_md5s=[p.md5 for p in parts],
+                    parts_validated=self.dst.scheme == "az",
+                )
+            except IntegrityError:
+                self.dst.delete(item.dst_key)
+                raise
+            self._succeeded(item, strong)
+        except Exception as exc:
+            job.upload.abort()
+            self._failed(item, exc)
+
+    def _start_large(self, pool: ThreadPoolExecutor, item: _Item, futures: list[Future]) -> None:
+        size = item.src.size
+        part_size = max(self.part_size, -(-size // self.dst.max_parts))
+        nparts = -(-size // part_size)
+        try:
+            # S3 takes metadata only when the upload starts: record the source's identity there.
+            start_meta = {**self._meta(item, None, None), META_PART_SIZE: str(part_size)}
+            upload = _retry(
+                lambda: self.dst.begin_multipart(item.dst_key, metadata=start_meta),
+                f"start upload {item.rel}",
+                self.retries,
+                self.cancelled,
+            )
+        except Exception as exc:
+            self._failed(item, exc)
+            return
+        job = _LargeCopy(item, upload, nparts)
+        for i in range(nparts):
+            offset = i * part_size
+            length = min(part_size, size - offset)
+            reserved = self.budget.acquire(length)
+            futures.append(pool.submit(self._copy_part, job, i + 1, offset, length, reserved))
+
+    # ---- the run
+    def run(self) -> TransferReport:
+        t0 = time.monotonic()
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sky-transfer")
+        try:
+            items, extraneous, _skipped = self.plan(pool)
+            est = self.estimate(items)
+            self.report.estimate = est
+            log.info(
+                "transfer %s -> %s: %d objects / %.1f MiB to copy, %d identical skipped; estimated %.0fs%s%s",
+                self.report.src_uri,
+                self.report.dst_uri,
+                est.files,
+                est.bytes / MiB,
+                est.files_skipped,
+                est.seconds,
+                f", ${est.cost_usd:.4f} egress" if est.cost_usd is not None else "",
+                " (server-side)" if self.server_side else "",
+            )
+            if (
+                self.max_cost_usd is not None
+                and est.cost_usd is not None
+                and est.cost_usd > self.max_cost_usd
+            ):
+                raise TransferError(
+                    f"estimated egress cost ${est.cost_usd:.2f} exceeds max_cost_usd ${self.max_cost_usd:.2f}",
+                    self.report,
+                )
+            if self.dry_run:
+                self.report.dry_run = True
+                self.report.seconds = time.monotonic() - t0
+                return self.report
+            self.progress = _Progress(
+                len(items) + self.report.files_skipped,
+                est.bytes,
+                self.report.files_skipped,
+                self.progress_cb,
+                self.progress_interval,
+            )
+            futures: list[Future] = []
+            with self.progress:
+                try:
+                    for item in items:
+                        if self.server_side and item.src.size <= self.dst.max_server_copy:
+                            self._inflight.acquire()
+                            futures.append(pool.submit(self._copy_server_side, item))
+                        elif item.src.size <= self.multipart_threshold:
+                            self._inflight.acquire()
+                            reserved = self.budget.acquire(item.src.size)
+                            futures.append(pool.submit(self._copy_small, item, reserved))
+                        else:
+                            self._start_large(pool, item, futures)
+                        if len(futures) > 4096:
+                            futures = [f for f in futures if not f.done()]
+                    wait(futures)
+                except BaseException:
+                    self.cancelled.set()
+                    raise
+            if self.delete_extraneous and extraneous:
+                if self.report.files_failed:
+                    log.warning("not deleting extraneous objects: %d copies failed", self.report.files_failed)
+                else:
+                    for rel, info in extraneous.items():
+                        _retry(lambda info=info: self.dst.delete(info.key), f"delete {rel}", self.retries)
+                        self.report.files_deleted += 1
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        r = self.report
+        r.seconds = time.monotonic() - t0
+        r.verified = r.files_failed == 0 and r.files_size_only == 0
+        if est.price_per_gb is not None:
+            r.cost_usd = 0.0 if self.server_side else r.bytes_copied / 1e9 * est.price_per_gb
+        log.info("transfer done: %s (peak buffered %.1f MiB)", r.summary(), self.budget.peak / MiB)
+        if r.files_failed:
+            raise TransferError(
+                f"{r.files_failed} object(s) failed to copy/verify, e.g. {r.failures[0][0]}: {r.failures[0][1]}",
+                r,
+            )
+        return r
+
+
+def transfer(
+    src_uri: str,
+    dst_uri: str,
+    *,
+    src_store: Store | None = None,
+    dst_store: Store | None = None,
+    src_options: Mapping[str, Any] | None = None,
+    dst_options: Mapping[str, Any] | None = None,
+    **engine_options: Any,
+) -> TransferReport:
+    """Copy the object or prefix `src_uri` to `dst_uri`, verified and incremental.
+
+    Stores come from `src_store` / `dst_store` when given (their bucket must match the URI), else
+    are built from the URI with `src_options` / `dst_options` (credentials, endpoint; see
+    `store_for_uri`). Engine options: workers (16), part_size (16 MiB), multipart_threshold
+    (64 MiB), memory_budget (512 MiB), server_side (True), skip_identical (True),
+    delete_extraneous (False), progress (callback taking TransferProgress), progress_interval (s),
+    egress_price_per_gb (callable (src_cloud, src_region, dst_cloud, dst_region) -> USD/GB),
+    throughput_hint (bytes/s for the time estimate), max_cost_usd, dry_run, retries.
+
+    A source URI ending in '/' (or naming no single object) is a prefix: every object under it is
+    copied to the same relative key under the destination prefix. Raises TransferError (with
+    `.report`) when any object fails to copy or verify."""
+    src_loc, dst_loc = parse_uri(src_uri), parse_uri(dst_uri)
+    owned: list[Store] = []
+    if src_store is None:
+        src_store = store_for(src_loc, **dict(src_options or {}))
+        owned.append(src_store)
+    if dst_store is None:
+        dst_store = store_for(dst_loc, **dict(dst_options or {}))
+        owned.append(dst_store)
+    try:
+        return TransferEngine(src_store, src_loc.key, dst_store, dst_loc.key, **engine_options).run()
+    finally:
+        for store in owned:
+            with contextlib.suppress(Exception):
+                store.close()
+
+
+def estimate_transfer(src_uri: str, dst_uri: str, **kwargs: Any) -> TransferEstimate:
+    """List both sides and estimate what `transfer` would copy, its egress cost and duration."""
+    report = transfer(src_uri, dst_uri, dry_run=True, **kwargs)
+    assert report.estimate is not None
+    return report.estimate
+
+
+@dataclass
+class VerifyReport:
+    matched: int = 0
+    missing: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.mismatched
+
+
+def verify(
+    src_uri: str,
+    dst_uri: str,
+    *,
+    src_store: Store | None = None,
+    dst_store: Store | None = None,
+    src_options: Mapping[str, Any] | None = None,
+    dst_options: Mapping[str, Any] | None = None,
+    deep: bool = False,
+    workers: int = 8,
+) -> VerifyReport:
+    """Compare a destination prefix with its source. `deep=True` re-reads and hashes every
+    destination object (detects bytes changed behind the store's metadata)."""
+    src_loc, dst_loc = parse_uri(src_uri), parse_uri(dst_uri)
+    src_store = src_store or store_for(src_loc, **dict(src_options or {}))
+    dst_store = dst_store or store_for(dst_loc, **dict(dst_options or {}))
+    src_prefix = src_loc.key if not src_loc.key or src_loc.key.endswith("/") else src_loc.key + "/"
+    dst_prefix = dst_loc.key if not dst_loc.key or dst_loc.key.endswith("/") else dst_loc.key + "/"
+    src_objs = {o.key[len(src_prefix) :]: o for o in src_store.list(src_prefix)}
+    dst_objs = {o.key[len(dst_prefix) :]: o for o in dst_store.list(dst_prefix)}
+    out = VerifyReport()
+    out.missing = sorted(rel for rel in src_objs if rel not in dst_objs)
+    out.extra = sorted(rel for rel in dst_objs if rel not in src_objs)
+    common = [rel for rel in src_objs if rel in dst_objs]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        verdicts = pool.map(
+            lambda rel: identical(src_store, src_objs[rel], dst_store, dst_objs[rel], deep=deep), common
+        )
+        for rel, ok in zip(common, verdicts, strict=True):
+            if ok:
+                out.matched += 1
+            else:
+                out.mismatched.append(rel)
+    out.mismatched.sort()
+    return out
+
+
+__all__ = [
+    "ByteBudget",
+    "TransferEngine",
+    "TransferError",
+    "TransferEstimate",
+    "TransferProgress",
+    "TransferReport",
+    "VerifyReport",
+    "estimate_transfer",
+    "identical",
+    "is_transient",
+    "transfer",
+    "verify",
+]

