@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -28,9 +29,9 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
     core = _core(args)
     clusters = core.store.list_clusters()
     if args.json:
-        print(json.dumps([c.to_dict() for c in clusters], default=str, indent=2))
+        print(json.dumps([dataclasses.asdict(c) for c in clusters], default=str, indent=2))
         return 0
-    table = Table(title=f"Sky clusters ({core.store.url_for_display})")
+    table = Table(title="Sky clusters")
     for column in ("name", "cloud", "region", "instance", "nodes", "status", "owner", "last used", "cost $"):
         table.add_column(column)
     for c in clusters:

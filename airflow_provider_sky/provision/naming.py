@@ -21,7 +21,7 @@ def cluster_name_for(dag_id: str, task_id: str, run_id: str, map_index: int = -1
     """
     key = f"{dag_id}\0{task_id}\0{run_id}\0{map_index}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:8]
-    readable = _slug(f"{dag_id}-{task_id}") or "task"
+    readable = _slug(f"{dag_id}-{task_id}").removeprefix("sky-") or "task"
     room = MAX_CLUSTER_NAME - len("sky--") - len(digest)
     return f"sky-{readable[:room].strip('-')}-{digest}"
 

@@ -1,0 +1,417 @@
+"""The broker core the Airflow faces call: launch (or reuse) a cluster, run a job, follow it, tear down.
+
+State lives in the state store (clusters, jobs, launch attempts); the cloud modules do the launching
+and the execution layer runs detached jobs on the nodes. Nothing here imports Airflow.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow_provider_sky.clouds.base import Cloud, ClusterHandle
+from airflow_provider_sky.clouds.errors import ConfigError, ProvisionError
+from airflow_provider_sky.clouds.local import LocalCloud
+from airflow_provider_sky.execution import jobs
+from airflow_provider_sky.execution.logs import LogTailer
+from airflow_provider_sky.provision.settings import SkySettings
+from airflow_provider_sky.spec import Task
+from airflow_provider_sky.spec.file_mounts import is_bucket_uri
+from airflow_provider_sky.state import ClusterRecord, ClusterStatus, JobRecord, JobStatus, StateStore
+
+log = logging.getLogger(__name__)
+
+WORKDIR_ON_NODE = "sky_workdir"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who asked for a cluster or job: the Airflow task instance (empty for CLI use)."""
+
+    dag_id: str | None = None
+    run_id: str | None = None
+    task_id: str | None = None
+    map_index: int = -1
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    """The cluster a task runs on, and whether this call created it (False: reused)."""
+
+    cluster: ClusterRecord
+    created: bool
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """A finished (or last known) job with its placement and cost, shaped for XCom."""
+
+    cluster: ClusterRecord
+    job: JobRecord
+
+    @property
+    def status(self) -> str:
+        return self.job.status.value
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.job.exit_code
+
+    @property
+    def runtime_hours(self) -> float:
+        if not self.job.started_at:
+            return 0.0
+        end = self.job.ended_at or datetime.now(UTC)
+        return max(0.0, (end - self.job.started_at).total_seconds() / 3600)
+
+    @property
+    def estimated_cost(self) -> float:
+        price = self.cluster.hourly_price or 0.0
+        return price * self.cluster.num_nodes * self.runtime_hours
+
+    def to_xcom(self) -> dict[str, Any]:
+        c = self.cluster
+        return {
+            "cluster": c.name,
+            "cloud": c.cloud,
+            "region": c.region,
+            "zone": c.zone,
+            "instance_type": c.instance_type,
+            "accelerators": c.accelerators,
+            "use_spot": c.use_spot,
+            "num_nodes": c.num_nodes,
+            "hourly_price": c.hourly_price or 0.0,
+            "job_id": self.job.job_id,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "log_path": self.job.log_path,
+            "runtime_hours": round(self.runtime_hours, 6),
+            "estimated_cost": round(self.estimated_cost, 6),
+        }
+
+
+def _accelerators_text(task: Task) -> str | None:
+    accs = task.resources.accelerators
+    if not accs:
+        return None
+    return ",".join(f"{name}:{count}" for name, count in accs.items())
+
+
+class SkyCore:
+    """Launch, run, follow and tear down sky tasks; the one entry point for every face."""
+
+    def __init__(self, store: StateStore, clouds: Mapping[str, Cloud], settings: SkySettings | None = None) -> None:
+        self.store = store
+        self.clouds = dict(clouds)
+        self.settings = settings or SkySettings()
+
+    @classmethod
+    def from_settings(cls, settings: SkySettings) -> SkyCore:
+        """Build the store and the enabled clouds from settings."""
+        clouds: dict[str, Cloud] = {}
+        for name in settings.enabled_clouds:
+            if name == "local":
+                clouds[name] = LocalCloud(settings.local_dir)
+            # Other clouds register here as their modules land (ssh, aws, gcp, azure).
+        return cls(StateStore(settings.state_db_url), clouds, settings)
+
+    # ---- placement ----------------------------------------------------------------------
+    def _cloud(self, name: str | None) -> Cloud:
+        if name is None:
+            raise ConfigError("no cloud is enabled", fix="enable at least 'local' in the sky connection")
+        cloud = self.clouds.get(name)
+        if cloud is None:
+            raise ConfigError(
+                f"cloud {name!r} is not enabled (enabled: {', '.join(sorted(self.clouds)) or 'none'})",
+                cloud=name,
+                fix=f"add {name!r} to enabled_clouds in the sky connection, or change resources.infra",
+            )
+        return cloud
+
+    def choose_cloud(self, task: Task) -> Cloud:
+        """The cloud a task goes to: its pin, else the first enabled cloud."""
+        pinned = task.resources.cloud
+        return self._cloud(pinned or next(iter(self.clouds), None))
+
+    # ---- clusters -----------------------------------------------------------------------
+    def _handle(self, record: ClusterRecord) -> ClusterHandle:
+        return ClusterHandle.from_json(record.handle)
+
+    def _check_fits(self, record: ClusterRecord, task: Task) -> None:
+        pinned = task.resources.cloud
+        problems = []
+        if pinned and record.cloud != pinned:
+            problems.append(f"it runs on {record.cloud}, the task asks for {pinned}")
+        if task.resources.region and record.region != task.resources.region:
+            problems.append(f"it is in {record.region}, the task asks for {task.resources.region}")
+        if record.num_nodes < task.num_nodes:
+            problems.append(f"it has {record.num_nodes} nodes, the task needs {task.num_nodes}")
+        wanted = _accelerators_text(task)
+        if wanted and record.accelerators != wanted:
+            problems.append(f"it has accelerators {record.accelerators or 'none'}, the task needs {wanted}")
+        if problems:
+            raise ConfigError(
+                f"cluster {record.name} does not fit the task: " + "; ".join(problems),
+                cloud=record.cloud,
+                fix="use another cluster_name, or tear this cluster down (sky-airflow down NAME)",
+            )
+
+    def launch(self, task: Task, cluster_name: str, owner: Owner | None = None) -> LaunchResult:
+        """Reuse a live cluster of that name (if it fits) or launch it; records every attempt."""
+        owner = owner or Owner()
+        record = self.store.get_cluster(cluster_name)
+        if record is not None and record.status in (ClusterStatus.UP, ClusterStatus.STOPPED):
+            cloud = self._cloud(record.cloud)
+            handle = cloud.find(cluster_name)
+            if handle is not None:
+                self._check_fits(record, task)
+                if record.status is ClusterStatus.STOPPED:
+                    handle = cloud.start(handle)
+                    self.store.transition_cluster(cluster_name, ClusterStatus.UP, handle=handle.to_json())
+                self.store.touch_cluster(cluster_name)
+                return LaunchResult(self.store.get_cluster(cluster_name) or record, created=False)
+            self.store.transition_cluster(
+                cluster_name, ClusterStatus.TERMINATED, status_reason="vanished from the cloud"
+            )
+        cloud = self.choose_cloud(task)
+        res = task.resources
+        autostop = res.autostop
+        fields = {
+            "cloud": cloud.name,
+            "region": res.region,
+            "zone": res.zone,
+            "instance_type": res.instance_type,
+            "num_nodes": task.num_nodes,
+            "accelerators": _accelerators_text(task),
+            "use_spot": bool(res.use_spot),
+            "status": ClusterStatus.INIT,
+            "status_reason": None,
+            "owner_dag_id": owner.dag_id,
+            "owner_run_id": owner.run_id,
+            "owner_task_id": owner.task_id,
+            "autostop_idle_minutes": autostop.idle_minutes if autostop else None,
+            "autostop_down": bool(autostop.down) if autostop else False,
+        }
+        self.store.upsert_cluster(cluster_name, **fields)
+        try:
+            handle = cloud.launch(
+                cluster_name,
+                task.num_nodes,
+                res,
+                region=res.region,
+                zone=res.zone,
+                instance_type=res.instance_type,
+                use_spot=bool(res.use_spot),
+                labels=self._labels(cluster_name, owner),
+            )
+        except Exception as exc:
+            error = exc if isinstance(exc, ProvisionError) else cloud.classify_error(exc)
+            self.store.record_attempt(
+                cluster_name,
+                outcome="failed",
+                cloud=cloud.name,
+                region=res.region,
+                zone=res.zone,
+                instance_type=res.instance_type,
+                error_class=error,
+            )
+            self._cleanup_partial(cloud, cluster_name)
+            self.store.transition_cluster(cluster_name, ClusterStatus.TERMINATED, status_reason=str(error))
+            if error is exc:
+                raise
+            raise error from exc
+        self.store.record_attempt(
+            cluster_name,
+            outcome="launched",
+            cloud=cloud.name,
+            region=handle.region,
+            zone=handle.zone,
+            instance_type=handle.instance_type,
+        )
+        self.store.transition_cluster(
+            cluster_name,
+            ClusterStatus.UP,
+            from_=ClusterStatus.INIT,
+            handle=handle.to_json(),
+            region=handle.region,
+            zone=handle.zone,
+            instance_type=handle.instance_type,
+            hourly_price=self._hourly_price(cloud, handle),
+        )
+        self.store.touch_cluster(cluster_name)
+        record = self.store.get_cluster(cluster_name)
+        assert record is not None
+        return LaunchResult(record, created=True)
+
+    @staticmethod
+    def _labels(cluster_name: str, owner: Owner) -> dict[str, str]:
+        labels = {"sky-cluster": cluster_name, "sky-managed-by": "airflow-provider-sky"}
+        for key, value in (("dag-id", owner.dag_id), ("run-id", owner.run_id), ("task-id", owner.task_id)):
+            if value:
+                labels[f"sky-{key}"] = value
+        return labels
+
+    @staticmethod
+    def _hourly_price(cloud: Cloud, handle: ClusterHandle) -> float:
+        price = handle.extra.get("hourly_price")
+        return float(price) if price is not None else 0.0 if cloud.name == "local" else 0.0
+
+    @staticmethod
+    def _cleanup_partial(cloud: Cloud, cluster_name: str) -> None:
+        try:
+            partial = cloud.find(cluster_name)
+            if partial is not None:
+                cloud.terminate(partial)
+        except Exception:  # cleanup must not hide the launch error
+            log.exception("could not clean up partial cluster %s", cluster_name)
+
+    def down(self, cluster_name: str) -> bool:
+        """Terminate a cluster (all its jobs are cancelled); True when something was torn down."""
+        record = self.store.get_cluster(cluster_name)
+        cloud_name = record.cloud if record else None
+        clouds = [self._cloud(cloud_name)] if cloud_name in self.clouds else list(self.clouds.values())
+        found = False
+        for cloud in clouds:
+            handle = cloud.find(cluster_name)
+            if handle is not None:
+                cloud.terminate(handle)
+                found = True
+        if record is not None:
+            for job in self.store.list_jobs(cluster_name=cluster_name):
+                if not job.is_terminal:
+                    self.store.set_job_status(cluster_name, job.job_id, JobStatus.CANCELLED)
+            self.store.transition_cluster(cluster_name, ClusterStatus.TERMINATED, status_reason="terminated")
+        return found or record is not None
+
+    # ---- jobs ---------------------------------------------------------------------------
+    def _runners(self, cluster_name: str) -> list[Any]:
+        record = self.store.get_cluster(cluster_name)
+        if record is None or record.handle is None:
+            raise ConfigError(f"cluster {cluster_name} is not known to the state store", fix="launch it first")
+        return self._cloud(record.cloud).runners(self._handle(record))
+
+    def _sync(self, task: Task, cluster: ClusterRecord, runners: list[Any]) -> None:
+        """Copy workdir and local file mounts onto every node."""
+        for dst, mount in task.file_mounts.items():
+            if mount.source and is_bucket_uri(mount.source):
+                raise ConfigError(
+                    f"file_mounts.{dst}: bucket sources ({mount.source}) are not staged by this backend yet",
+                    cloud=cluster.cloud,
+                    fix="copy the data with a local path source, or stage it in an upstream task",
+                )
+        for runner in runners:
+            if task.workdir:
+                runner.put(task.workdir, WORKDIR_ON_NODE)
+            for dst, mount in task.file_mounts.items():
+                if mount.source is None:
+                    continue
+                target = dst
+                if cluster.cloud == "local":  # never write outside the node's directory
+                    target = dst.lstrip("~").lstrip("/")
+                runner.put(mount.source, target)
+
+    def submit(self, task: Task, cluster_name: str, owner: Owner | None = None) -> int:
+        """Sync files and start the task's job (setup first, once per cluster) detached; return its id."""
+        owner = owner or Owner()
+        task.validate_for_run()
+        cluster = self.store.get_cluster(cluster_name)
+        if cluster is None or cluster.status is not ClusterStatus.UP:
+            raise ConfigError(f"cluster {cluster_name} is not UP", fix="launch it first")
+        runners = self._runners(cluster_name)
+        self._sync(task, cluster, runners)
+        job = self.store.next_job(
+            cluster_name,
+            name=task.name,
+            owner_dag_id=owner.dag_id,
+            owner_run_id=owner.run_id,
+            owner_task_id=owner.task_id,
+        )
+        env = {**{k: v for k, v in task.envs.items() if v is not None}}
+        env.update({k: v for k, v in task.secrets.items() if v is not None})
+        accs = task.resources.accelerators or {}
+        gpus = int(sum(accs.values())) if accs else 0
+        try:
+            handle = jobs.submit_multinode_job(
+                runners,
+                job.job_id,
+                task.run,
+                env,
+                WORKDIR_ON_NODE if task.workdir else None,
+                setup=task.setup,
+                cluster_name=cluster_name,
+                num_gpus_per_node=gpus,
+            )
+        except Exception as exc:
+            self.store.set_job_status(cluster_name, job.job_id, JobStatus.FAILED)
+            raise ConfigError(f"could not start job {job.job_id} on {cluster_name}: {exc}", cloud=cluster.cloud) from exc
+        self.store.update_job(cluster_name, job.job_id, log_path=handle.log_path)
+        self.store.touch_cluster(cluster_name)
+        return job.job_id
+
+    def job_status(self, cluster_name: str, job_id: int) -> JobStatus | None:
+        """Poll the job on the head node and record its status; None when it cannot be found."""
+        record = self.store.get_job(cluster_name, job_id)
+        if record is not None and record.is_terminal:
+            return record.status
+        try:
+            state = jobs.job_status(self._runners(cluster_name)[0], job_id)
+        except (jobs.JobNotFoundError, ConfigError, FileNotFoundError):
+            if record is not None:
+                self.store.set_job_status(cluster_name, job_id, JobStatus.LOST)
+                return JobStatus.LOST
+            return None
+        status = JobStatus(state.status.value)
+        if record is not None and record.status is not status:
+            self.store.set_job_status(cluster_name, job_id, status, exit_code=state.exit_code)
+            if status.is_terminal:
+                self._account(cluster_name, job_id)
+        return status
+
+    def _account(self, cluster_name: str, job_id: int) -> None:
+        cluster = self.store.get_cluster(cluster_name)
+        job = self.store.get_job(cluster_name, job_id)
+        if cluster is not None and job is not None:
+            cost = JobOutcome(cluster, job).estimated_cost
+            if cost:
+                self.store.add_cost(cluster_name, cost)
+            self.store.touch_cluster(cluster_name)
+
+    def read_log(self, cluster_name: str, job_id: int, offset: int, final: bool = False) -> tuple[str, int]:
+        """New complete log lines from byte `offset` (all remaining text when `final`)."""
+        try:
+            runner = self._runners(cluster_name)[0]
+        except ConfigError:
+            return "", offset
+        tailer = LogTailer(jobs.log_reader(runner, job_id), offset=offset)
+        try:
+            return tailer.flush() if final else tailer.read_new()
+        except FileNotFoundError:
+            return "", offset
+
+    def log_tail(self, cluster_name: str, job_id: int, lines: int = 40) -> list[str]:
+        """The last `lines` lines of a job's log."""
+        try:
+            text = jobs.read_log_tail(self._runners(cluster_name)[0], job_id)
+        except (ConfigError, FileNotFoundError, jobs.JobNotFoundError):
+            return []
+        return text.splitlines()[-lines:]
+
+    def cancel(self, cluster_name: str, job_id: int) -> None:
+        """Cancel a job (its whole process tree on every node)."""
+        try:
+            jobs.cancel_job(self._runners(cluster_name)[0], job_id)
+        except (ConfigError, FileNotFoundError, jobs.JobNotFoundError):
+            pass
+        self.store.set_job_status(cluster_name, job_id, JobStatus.CANCELLED)
+
+    def outcome(self, cluster_name: str, job_id: int) -> JobOutcome:
+        """The job's final record joined with its cluster's placement."""
+        self.job_status(cluster_name, job_id)
+        cluster = self.store.get_cluster(cluster_name)
+        job = self.store.get_job(cluster_name, job_id)
+        if cluster is None or job is None:
+            raise ConfigError(f"job {job_id} on {cluster_name} is not in the state store")
+        return JobOutcome(cluster, job)
