@@ -38,16 +38,26 @@ def main() -> int:
     if migrate.returncode:
         print(migrate.stdout[-4000:], migrate.stderr[-4000:], sep="\n", file=sys.stderr)
         return migrate.returncode
-    result = subprocess.run([airflow, "dags", "test", DAG_ID], env=env)
+    run_log = home / "logs" / f"dags_test_{DAG_ID}.log"
+    run_log.parent.mkdir(parents=True, exist_ok=True)
+    with run_log.open("w") as out:  # the run's task logs, on screen and in a file
+        proc = subprocess.Popen(
+            [airflow, "dags", "test", DAG_ID], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            out.write(line)
+        returncode = proc.wait()
     elapsed = time.time() - started
     state_db = home / "sky" / "state.db"
-    logs = sorted(p for p in (home / "logs").rglob("*.log")) if (home / "logs").exists() else []
-    print("\n=== Sky demo", "succeeded" if result.returncode == 0 else "FAILED", f"in {elapsed:.1f}s ===")
-    print(f"Task logs:      {home / 'logs'} ({len(logs)} files)")
+    print("\n=== Sky demo", "succeeded" if returncode == 0 else "FAILED", f"in {elapsed:.1f}s ===")
+    print(f"Task logs:      {run_log}")
+    print(f"Sky job logs:   {home / 'sky' / 'logs'} (one file per job, kept after teardown)")
     print(f"Sky state DB:   {state_db}")
     print(f"Local clusters: {home / 'sky' / 'local'}")
     print(f"Inspect:        AIRFLOW_HOME={home} {Path(sys.executable).parent / 'sky-airflow'} status")
-    return result.returncode
+    return returncode
 
 
 if __name__ == "__main__":

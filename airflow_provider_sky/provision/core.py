@@ -6,10 +6,13 @@ and the execution layer runs detached jobs on the nodes. Nothing here imports Ai
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from airflow_provider_sky.clouds.base import Cloud, ClusterHandle
@@ -257,7 +260,7 @@ class SkyCore:
     @staticmethod
     def _hourly_price(cloud: Cloud, handle: ClusterHandle) -> float:
         price = handle.extra.get("hourly_price")
-        return float(price) if price is not None else 0.0 if cloud.name == "local" else 0.0
+        return float(price) if price is not None else 0.0
 
     @staticmethod
     def _cleanup_partial(cloud: Cloud, cluster_name: str) -> None:
@@ -277,6 +280,7 @@ class SkyCore:
         for cloud in clouds:
             handle = cloud.find(cluster_name)
             if handle is not None:
+                self._archive_logs(cluster_name, cloud.runners(handle)[0])
                 cloud.terminate(handle)
                 found = True
         if record is not None:
@@ -285,6 +289,31 @@ class SkyCore:
                     self.store.set_job_status(cluster_name, job.job_id, JobStatus.CANCELLED)
             self.store.transition_cluster(cluster_name, ClusterStatus.TERMINATED, status_reason="terminated")
         return found or record is not None
+
+    def log_archive_dir(self) -> Path:
+        """Where job logs are kept after their cluster is gone (next to the local backend's files)."""
+        if self.settings.log_dir:
+            return Path(self.settings.log_dir)
+        home = os.environ.get("AIRFLOW_HOME")
+        return (Path(home) / "sky" / "logs") if home else Path.home() / ".sky-airflow" / "logs"
+
+    def _archive_logs(self, cluster_name: str, head: Any) -> None:
+        """Copy every job log of a cluster off its head node, so `logs` works after teardown."""
+        for job in self.store.list_jobs(cluster_name=cluster_name):
+            if not job.log_path or not job.log_path.startswith(getattr(head, "home", "\0")):
+                continue
+            target = self.log_archive_dir() / cluster_name / f"{job.job_id}.log"
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with target.open("wb") as out:
+                    offset = 0
+                    while chunk := head.read_bytes(job.log_path, offset, 1 << 20):
+                        out.write(chunk)
+                        offset += len(chunk)
+            except (OSError, FileNotFoundError):
+                log.warning("could not archive the log of job %s on %s", job.job_id, cluster_name)
+                continue
+            self.store.update_job(cluster_name, job.job_id, log_path=str(target))
 
     # ---- jobs ---------------------------------------------------------------------------
     def _runners(self, cluster_name: str) -> list[Any]:
@@ -381,30 +410,44 @@ class SkyCore:
 
     def read_log(self, cluster_name: str, job_id: int, offset: int, final: bool = False) -> tuple[str, int]:
         """New complete log lines from byte `offset` (all remaining text when `final`)."""
-        try:
-            runner = self._runners(cluster_name)[0]
-        except ConfigError:
-            return "", offset
-        tailer = LogTailer(jobs.log_reader(runner, job_id), offset=offset)
+        tailer = LogTailer(self._log_reader(cluster_name, job_id), offset=offset)
         try:
             return tailer.flush() if final else tailer.read_new()
         except FileNotFoundError:
             return "", offset
 
+    def _log_reader(self, cluster_name: str, job_id: int) -> Any:
+        """Read bytes of a job's log: from the head node while the cluster lives, else the archive."""
+        cluster = self.store.get_cluster(cluster_name)
+        if cluster is not None and cluster.status is ClusterStatus.UP:
+            with contextlib.suppress(ConfigError):
+                return jobs.log_reader(self._runners(cluster_name)[0], job_id)
+        archived = self.log_archive_dir() / cluster_name / f"{job_id}.log"
+
+        def read(offset: int, max_bytes: int) -> bytes:
+            with archived.open("rb") as f:
+                if offset < 0:  # from the end, like the runners' read_bytes
+                    f.seek(max(0, archived.stat().st_size + offset))
+                else:
+                    f.seek(offset)
+                return f.read(max_bytes)
+
+        return read
+
     def log_tail(self, cluster_name: str, job_id: int, lines: int = 40) -> list[str]:
         """The last `lines` lines of a job's log."""
+        window = 64 * 1024
         try:
-            text = jobs.read_log_tail(self._runners(cluster_name)[0], job_id)
-        except (ConfigError, FileNotFoundError, jobs.JobNotFoundError):
+            read = self._log_reader(cluster_name, job_id)
+            data = read(-window, window)
+        except (ConfigError, FileNotFoundError, jobs.JobNotFoundError, OSError):
             return []
-        return text.splitlines()[-lines:]
+        return data.decode("utf-8", "replace").splitlines()[-lines:]
 
     def cancel(self, cluster_name: str, job_id: int) -> None:
         """Cancel a job (its whole process tree on every node)."""
-        try:
+        with contextlib.suppress(ConfigError, FileNotFoundError, jobs.JobNotFoundError):
             jobs.cancel_job(self._runners(cluster_name)[0], job_id)
-        except (ConfigError, FileNotFoundError, jobs.JobNotFoundError):
-            pass
         self.store.set_job_status(cluster_name, job_id, JobStatus.CANCELLED)
 
     def outcome(self, cluster_name: str, job_id: int) -> JobOutcome:

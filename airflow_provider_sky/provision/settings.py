@@ -22,6 +22,7 @@ class SkySettings:
     enabled_clouds: tuple[str, ...] = ("local",)
     region_preferences: tuple[str, ...] = ()
     local_dir: str | None = None
+    log_dir: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -45,4 +46,5 @@ class SkySettings:
             enabled_clouds=clouds,
             region_preferences=_split(text("region_preferences")),
             local_dir=text("local_dir"),
+            log_dir=text("log_dir"),
         )
