@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -48,6 +49,12 @@ STATUS_FILE = "status"
 CANCEL_FILE = "cancel"
 CHILDREN_FILE = "children"
 DRIVER_OUT = "driver.out"
+
+#: Head-node files through which the driver reaches "ssh" worker nodes (written by the SSH runner).
+SSH_DIR = "ssh"
+SSH_KNOWN_HOSTS = "known_hosts"
+#: Extra seconds the driver waits for an ssh node to stop after its own grace period.
+SSH_STOP_SLACK = 5.0
 
 #: Marks every process started on a node with the node's home (found again at teardown).
 NODE_HOME_ENV = "SKY_AIRFLOW_NODE_HOME"
@@ -179,6 +186,74 @@ def job_state(jobdir: str) -> dict[str, Any]:
     return {"job_id": job_id, "status": status, "exit_code": exit_code, "pid": pid}
 
 
+# ---- ssh worker nodes ----
+def _is_remote(node: dict[str, Any]) -> bool:
+    """An ssh node other than the head (the driver runs on the head: rank 0 is local to it)."""
+    return node.get("kind") == "ssh" and node.get("rank") != 0
+
+
+# Runs on an ssh worker (python3 -I -S -c, stdlib only, Python 3.6+). argv[1]: JSON {script, cwd,
+# grace, marker?, hash?}; stdin: one JSON line of environment, then the lifeline (EOF = stop).
+_SSH_NODE_MAIN = r"""
+import json, os, signal, subprocess, sys, threading, time
+a = json.loads(sys.argv[1])
+env = dict(os.environ)
+env.update(json.loads(sys.stdin.buffer.readline().decode() or "{}"))
+out = sys.stdout.buffer
+def rd(p):
+    try:
+        with open(p) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+if a.get("marker") and rd(a["marker"]) == a["hash"]:
+    sys.exit(0)
+if not os.path.isdir(a["cwd"]):
+    os.makedirs(a["cwd"])
+p = subprocess.Popen(["bash", a["script"]], cwd=a["cwd"], env=env, stdin=subprocess.DEVNULL,
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+def watch():
+    try:
+        sys.stdin.buffer.read()
+    except Exception:
+        pass
+    if p.poll() is not None:
+        return
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+    except OSError:
+        return
+    end = time.time() + float(a.get("grace", 10))
+    while time.time() < end and p.poll() is None:
+        time.sleep(0.05)
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except OSError:
+        pass
+def pump():
+    fd = p.stdout.fileno()
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        out.write(chunk)
+        out.flush()
+threading.Thread(target=watch, daemon=True).start()
+t = threading.Thread(target=pump, daemon=True)
+t.start()
+code = p.wait()
+t.join(2.0)
+code = 128 - code if code < 0 else code
+if code == 0 and a.get("marker"):
+    tmp = a["marker"] + ".tmp%d" % os.getpid()
+    with open(tmp, "w") as f:
+        f.write(a["hash"] + "\n")
+    os.replace(tmp, a["marker"])
+out.flush()
+os._exit(code)
+"""
+
+
 # ---- the driver ----
 class _Log:
     """The job's combined log: appended line by line, flushed after every write."""
@@ -259,8 +334,8 @@ class Driver:
                 self.grace = float(_read(self._path(CANCEL_FILE)) or self.grace)
         return self.cancelled
 
-    def _node_env(self, node: dict[str, Any], setup: bool) -> dict[str, str]:
-        env = {**os.environ, **self.env}
+    def _node_env(self, node: dict[str, Any], setup: bool, base: Any = os.environ) -> dict[str, str]:
+        env = {**base, **self.env, **(node.get("env") or {})}
         env[NODE_HOME_ENV] = node["home"]
         env["SKYPILOT_NODE_RANK"] = str(node["rank"])
         if setup:
@@ -270,8 +345,9 @@ class Driver:
 
     def _spawn(self, node: dict[str, Any], script: str, setup: bool) -> subprocess.Popen[bytes]:
         kind = node.get("kind", "local")
-        if kind != "local":
-            # A remote (ssh) node kind is added together with the SSH runner.
+        if _is_remote(node):
+            return self._spawn_ssh(node, script, setup)
+        if kind not in ("local", "ssh"):  # an ssh head node (rank 0) is this machine
             raise RuntimeError(f"job driver cannot reach node kind {kind!r}")
         workdir = node["workdir"]
         os.makedirs(workdir, exist_ok=True)
@@ -285,6 +361,49 @@ class Driver:
             close_fds=True,
             start_new_session=True,  # own process group: cancel kills the node's whole tree
         )
+
+    def _spawn_ssh(self, node: dict[str, Any], script: str, setup: bool) -> subprocess.Popen[bytes]:
+        """Start `script` on a worker over the ``ssh`` binary; its stdin pipe is the node's lifeline.
+
+        The environment travels as one JSON line on stdin (never on a command line). The remote
+        helper runs the script in its own process group and stops it (SIGTERM, SIGKILL after the
+        grace period) when its stdin reaches EOF: this driver closed it, or died.
+        """
+        sshdir = os.path.join(self.nodes[0]["home"], SKY_DIR, SSH_DIR)
+        args = {
+            "script": os.path.join(node["job_dir"], script),
+            "cwd": node["workdir"],
+            "grace": self.grace,
+        }
+        if setup and self.spec.get("setup_hash"):
+            args["marker"] = os.path.join(node["home"], SKY_DIR, SETUP_MARKER)
+            args["hash"] = self.spec["setup_hash"]
+        remote = shlex.join(
+            [node.get("python") or "python3", "-I", "-S", "-c", _SSH_NODE_MAIN, json.dumps(args)]
+        )
+        argv = [
+            "ssh", "-F", "/dev/null", "-T", "-p", str(node.get("port") or 22), "-l", node["user"],
+            "-i", os.path.join(sshdir, node.get("key_name") or "id"),
+            "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", "UserKnownHostsFile=" + os.path.join(sshdir, SSH_KNOWN_HOSTS),
+            "-o", "GlobalKnownHostsFile=/dev/null", "-o", "CheckHostIP=no", "-o", "LogLevel=ERROR",
+            "-o", "ConnectTimeout=30", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4",
+            "--", node["host"], "exec " + remote,
+        ]  # fmt: skip
+        proc = subprocess.Popen(
+            argv,
+            cwd=self.jobdir,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            close_fds=True,
+            start_new_session=True,
+        )
+        assert proc.stdin is not None
+        payload = self._node_env(node, setup, base={})
+        proc.stdin.write((json.dumps(payload) + "\n").encode())
+        proc.stdin.flush()
+        return proc
 
     def _run_phase(self, nodes: list[dict[str, Any]], script: str, setup: bool) -> int | None:
         """Run `script` on `nodes` in parallel; first non-zero exit code (0), None if cancelled."""
@@ -336,10 +455,20 @@ class Driver:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _terminate(self, procs: dict[int, subprocess.Popen[bytes]]) -> None:
-        """SIGTERM every node's process group, SIGKILL what is left after the grace period."""
+        """SIGTERM every node's process group, SIGKILL what is left after the grace period.
+
+        An ssh node is stopped through its lifeline (EOF on stdin): its remote helper applies
+        the same grace period, and the local ssh client exits once the remote side is done.
+        """
+        remote = False
         for proc in procs.values():
-            _killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.grace
+            if proc.stdin is not None:
+                remote = True
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+            else:
+                _killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace + (SSH_STOP_SLACK if remote else 0.0)
         while time.monotonic() < deadline:
             if all(proc.poll() is not None and not group_alive(proc.pid) for proc in procs.values()):
                 break
@@ -357,13 +486,18 @@ class Driver:
         lock_path = os.path.join(self.nodes[0]["home"], SKY_DIR, SETUP_LOCK)
         with open(lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one setup at a time per cluster
-            stale = [n for n in self.nodes if _read(os.path.join(n["home"], SKY_DIR, SETUP_MARKER)) != want]
+            # ssh workers check (and write) their own marker remotely: always handed to the phase.
+            stale = [
+                n
+                for n in self.nodes
+                if _is_remote(n) or _read(os.path.join(n["home"], SKY_DIR, SETUP_MARKER)) != want
+            ]
             if not stale:
                 return 0
             self.set_status(SETTING_UP)
             code = self._run_phase(stale, SETUP_SCRIPT, setup=True)
             if code == 0:
-                for node in stale:
+                for node in (n for n in stale if not _is_remote(n)):
                     write_atomic(os.path.join(node["home"], SKY_DIR, SETUP_MARKER), want + "\n", 0o644)
             return code
 

@@ -152,9 +152,9 @@ class SkyTaskOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         task = self._rendered_task()
-        for value in task.secrets.values():
-            if value:
-                _mask(str(value))
+        self._secret_values = sorted({str(v) for v in task.secrets.values() if v}, key=len, reverse=True)
+        for value in self._secret_values:
+            _mask(value)
         owner = self._owner(context)
         name = self._cluster_name(owner)
         core = self.hook.core
@@ -194,20 +194,28 @@ class SkyTaskOperator(BaseOperator):
         self._follow(core, name, job_id, offset)
         return self._finish(core, name, job_id, task, started=started)
 
-    def _follow(self, core: Any, name: str, job_id: int, offset: int) -> None:
+    def _redact(self, line: str) -> str:
+        """Hide secret values in a job's output line (Airflow's masker does not see job output)."""
+        for secret in getattr(self, "_secret_values", ()):
+            line = line.replace(secret, "***")
+        return line
+
+    def _follow(self, core: Any, name: str, job_id: int, offset: int, state: Any = None) -> None:
         tail: deque[str] = deque(maxlen=self.log_tail_lines)
         self._tail = tail
+
+        def emit(text: str) -> None:
+            for line in text.splitlines():
+                line = self._redact(line)
+                tail.append(line)
+                self.log.info("%s", line)
+
         while True:
             status = core.job_status(name, job_id)
             text, offset = core.read_log(name, job_id, offset)
-            for line in text.splitlines():
-                tail.append(line)
-                self.log.info("%s", line)
+            emit(text)
             if status is None or status.is_terminal:
-                text, offset = core.read_log(name, job_id, offset, final=True)
-                for line in text.splitlines():
-                    tail.append(line)
-                    self.log.info("%s", line)
+                emit(core.read_log(name, job_id, offset, final=True)[0])
                 return
             time.sleep(self.poll_interval)
 
@@ -221,7 +229,8 @@ class SkyTaskOperator(BaseOperator):
         else:
             result["torn_down"] = False
         if outcome.status != "SUCCEEDED":
-            tail = "\n".join(getattr(self, "_tail", []) or core.log_tail(name, job_id, self.log_tail_lines))
+            lines = getattr(self, "_tail", None) or core.log_tail(name, job_id, self.log_tail_lines)
+            tail = "\n".join(self._redact(line) for line in lines)
             raise AirflowException(
                 f"Sky job {job_id} on cluster {name} ended {outcome.status} (exit code {outcome.exit_code}). "
                 f"Last log lines:\n{tail}"

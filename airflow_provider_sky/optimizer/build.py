@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from airflow_provider_sky.catalog.index import Catalog
-from airflow_provider_sky.optimizer.candidates import CandidateFinder, cheapest_per_region
+from airflow_provider_sky.optimizer.candidates import CandidateFinder
 from airflow_provider_sky.optimizer.data_flow import data_items, store_cloud
 from airflow_provider_sky.optimizer.egress_model import EgressModel, Place
 from airflow_provider_sky.optimizer.errors import OptimizerError
@@ -73,9 +73,8 @@ def build_problem(
 
     nodes: list[NodeOptions] = []
     for name, t in zip(names, tasks, strict=True):
-        priced = finder.priced_rows(name, getattr(t, "resources", None))
         hours, n_nodes = task_hours(t), int(getattr(t, "num_nodes", 1) or 1)
-        regions, cost, rows, spot, hourly = cheapest_per_region(catalog, priced, hours * n_nodes)
+        priced, (regions, cost, rows, spot, hourly) = finder.per_region(name, getattr(t, "resources", None), hours * n_nodes)
         locs = np.empty(len(regions), dtype=np.int64)
         for k, r in enumerate(regions.tolist()):
             if r not in region_place:

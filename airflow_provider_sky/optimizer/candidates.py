@@ -58,6 +58,17 @@ class CandidateFinder:
         self.catalog = catalog
         self.blocked = normalize_blocked(blocked)
         self._cache: dict[object, PricedRows | tuple[str, OfferingQuery, bool]] = {}
+        self._per_region: dict[int, tuple[np.ndarray, ...]] = {}
+
+    def per_region(self, task_name: str, resources: object, scale: float) -> tuple[PricedRows, tuple[np.ndarray, ...]]:
+        """``priced_rows`` plus :func:`cheapest_per_region` of them (memoised per distinct resources)."""
+        priced = self.priced_rows(task_name, resources)
+        hit = self._per_region.get(id(priced))
+        if hit is None:
+            hit = cheapest_per_region(self.catalog, priced, 1.0)
+            self._per_region[id(priced)] = hit
+        regions, hourly, rows, spot, _ = hit
+        return priced, (regions, hourly * scale, rows, spot, hourly)
 
     def priced_rows(self, task_name: str, resources: object) -> PricedRows:
         """All unblocked offerings for ``resources`` (any_of = union, ordered = first feasible)."""

@@ -200,8 +200,9 @@ def solve_milp(
         if first.x is not None:
             m.add_row([makespan_var], [1.0], -np.inf, float(first.x[makespan_var]) + 1e-7)
     res = m.solve(np.pad(cost_obj, (0, n_vars - len(cost_obj))), time_limit - (time.perf_counter() - t0), gap)
-    if res.x is None:
-        raise TimeoutError(f"HiGHS found no feasible placement within {time_limit:.1f} s ({res.message})")
+    if res.x is None:  # time limit before any feasible point: fall back to each node's cheapest
+        choice = {i: int(np.argmin(problem.nodes[i].cost)) for i in nodes}
+        return MilpResult(choice, False, None, None, time.perf_counter() - t0, n_vars, len(m.row_lb))
     choice = {i: int(np.argmax(res.x[x[i]])) for i in nodes}
     optimal = res.status == 0
     mip_gap = getattr(res, "mip_gap", None)

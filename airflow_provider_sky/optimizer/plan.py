@@ -138,7 +138,12 @@ class Plan:
 
     def summary(self) -> str:
         """One line: totals and how the plan was found."""
-        how = self.solver + ("" if self.optimal else f", stopped early, gap {100 * (self.gap or 0):.2f}%")
+        if self.optimal:
+            how = self.solver
+        elif self.gap is None:
+            how = f"{self.solver}, stopped at the time limit without a bound (heuristic plan)"
+        else:
+            how = f"{self.solver}, stopped early, gap {100 * self.gap:.2f}%"
         return (
             f"{len(self.tasks)} task(s): ${self.total_cost:,.2f} (compute ${self.compute_cost:,.2f} + "
             f"egress ${self.egress_cost:,.2f}), {self.total_hours:.2f} h; minimize {self.minimize}; "

@@ -1,0 +1,160 @@
+"""SkyTaskOperator behaviour across tries, kills and reuse, run in-process against the local backend.
+
+The Airflow context is reduced to what the operator reads: the task instance ids and a
+`task_state_store` that keeps JSON values across tries (Airflow 3.3 semantics).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import AirflowException
+
+from airflow_provider_sky.operators.sky import STATE_KEY, SkyTaskOperator
+from airflow_provider_sky.provision.core import Owner, SkyCore
+from airflow_provider_sky.provision.naming import cluster_name_for
+from airflow_provider_sky.provision.settings import SkySettings
+from airflow_provider_sky.spec import SpecError, Task
+from airflow_provider_sky.state import ClusterStatus, JobStatus
+
+
+class TaskStateStore:
+    """Per-task-instance JSON store that survives retries, like Airflow 3.3's accessor."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+
+@pytest.fixture
+def sky_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SkyCore:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    monkeypatch.setenv("SKY_STATE_DB_URL", url)
+    monkeypatch.setenv("SKY_LOCAL_DIR", str(tmp_path / "local"))
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    return SkyCore.from_settings(SkySettings(state_db_url=url, local_dir=str(tmp_path / "local")))
+
+
+def _context(task_id: str, store: TaskStateStore, run_id: str = "manual__1") -> dict[str, Any]:
+    ti = SimpleNamespace(dag_id="lifecycle", run_id=run_id, task_id=task_id, map_index=-1)
+    return {"ti": ti, "task_state_store": store}
+
+
+def test_retry_reattaches_to_the_running_job_instead_of_launching_again(sky_env: SkyCore) -> None:
+    op = SkyTaskOperator(task_id="train", run="for i in 1 2 3; do echo step-$i; sleep 0.3; done", poll_interval=0.1)
+    owner = Owner("lifecycle", "manual__1", "train")
+    name = cluster_name_for("lifecycle", "train", "manual__1")
+    # An earlier try launched the cluster, submitted the job and recorded it, then its worker died.
+    task = Task(name="train", run="for i in 1 2 3; do echo step-$i; sleep 0.3; done")
+    sky_env.launch(task, name, owner)
+    job_id = sky_env.submit(task, name, owner)
+    store = TaskStateStore()
+    store.set(STATE_KEY, {"cluster": name, "job_id": job_id, "log_offset": 0})
+
+    result = op.execute(_context("train", store))
+
+    assert result["job_id"] == job_id and result["status"] == "SUCCEEDED"
+    assert [j.job_id for j in sky_env.store.list_jobs(cluster_name=name)] == [job_id]  # no second job
+    assert [a.outcome for a in sky_env.store.list_attempts(name)] == ["launched"]  # no second launch
+
+
+def test_retry_after_success_returns_the_result_without_rerunning(sky_env: SkyCore) -> None:
+    store = TaskStateStore()
+    op = SkyTaskOperator(task_id="once", run="echo ran >> ~/runs.txt", cluster_name="keep-once", poll_interval=0.1)
+    first = op.execute(_context("once", store))
+    second = SkyTaskOperator(
+        task_id="once", run="echo ran >> ~/runs.txt", cluster_name="keep-once", poll_interval=0.1
+    ).execute(_context("once", store))
+    assert second["job_id"] == first["job_id"]
+    assert len(sky_env.store.list_jobs(cluster_name="keep-once")) == 1
+    sky_env.down("keep-once")
+
+
+def test_named_cluster_is_reused_and_kept_auto_named_is_torn_down(sky_env: SkyCore) -> None:
+    a = SkyTaskOperator(task_id="a", run="echo a > ~/marker", cluster_name="shared-1", poll_interval=0.1)
+    b = SkyTaskOperator(task_id="b", run="cat ~/marker", cluster_name="shared-1", poll_interval=0.1)
+    ra = a.execute(_context("a", TaskStateStore()))
+    rb = b.execute(_context("b", TaskStateStore()))
+    assert ra["torn_down"] is False and rb["torn_down"] is False
+    assert (ra["job_id"], rb["job_id"]) == (1, 2)  # job ids continue on the reused cluster
+    assert "a" in "\n".join(sky_env.log_tail("shared-1", rb["job_id"]))  # same node filesystem
+    assert len(sky_env.store.list_attempts("shared-1")) == 1  # launched once
+    assert sky_env.store.get_cluster("shared-1").status is ClusterStatus.UP
+    sky_env.down("shared-1")
+
+    c = SkyTaskOperator(task_id="c", run="true", poll_interval=0.1)
+    rc = c.execute(_context("c", TaskStateStore()))
+    assert rc["torn_down"] is True
+    assert sky_env.store.get_cluster(rc["cluster"]).status is ClusterStatus.TERMINATED
+
+
+def test_reuse_refuses_a_cluster_that_does_not_fit(sky_env: SkyCore) -> None:
+    SkyTaskOperator(task_id="one", run="true", cluster_name="small-1", poll_interval=0.1).execute(
+        _context("one", TaskStateStore())
+    )
+    big = SkyTaskOperator(task_id="two", run="true", num_nodes=3, cluster_name="small-1", poll_interval=0.1)
+    with pytest.raises(Exception, match="does not fit the task: it has 1 nodes, the task needs 3"):
+        big.execute(_context("two", TaskStateStore()))
+    sky_env.down("small-1")
+
+
+def test_on_kill_cancels_the_job_and_tears_down_what_the_task_created(sky_env: SkyCore) -> None:
+    op = SkyTaskOperator(task_id="long", run="echo started; sleep 60 & wait", poll_interval=0.1)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            op.execute(_context("long", TaskStateStore()))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    name = cluster_name_for("lifecycle", "long", "manual__1")
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        jobs = sky_env.store.list_jobs(cluster_name=name)
+        if jobs and "started" in sky_env.read_log(name, jobs[0].job_id, 0)[0]:
+            break
+        time.sleep(0.1)
+    op.on_kill()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert errors and isinstance(errors[0], AirflowException)
+    assert "CANCELLED" in str(errors[0])
+    job = sky_env.store.list_jobs(cluster_name=name)[0]
+    assert job.status is JobStatus.CANCELLED
+    assert sky_env.store.get_cluster(name).status is ClusterStatus.TERMINATED
+    assert sky_env.clouds["local"].find(name) is None
+
+
+def test_operator_rejects_bad_input_at_construction() -> None:
+    with pytest.raises(SpecError, match=r"num_nodes"):
+        SkyTaskOperator(task_id="x", run="true", num_nodes=0)
+    with pytest.raises(SpecError, match=r"^run: is missing"):
+        SkyTaskOperator(task_id="x", resources={"cpus": "2+"})
+    with pytest.raises(SpecError, match=r"cluster_name"):
+        SkyTaskOperator(task_id="x", run="true", cluster_name="Bad_Name")
+    with pytest.raises(SpecError, match=r"task: file not found"):
+        SkyTaskOperator(task_id="x", task="/nonexistent/task.yaml")
+
+
+def test_operator_accepts_a_skypilot_yaml_file_and_inline_overrides(tmp_path: Path, sky_env: SkyCore) -> None:
+    yaml_path = tmp_path / "task.yaml"
+    yaml_path.write_text(
+        "name: hello\nresources:\n  infra: local\n  cpus: 1+\nenvs:\n  WHO: yaml\nrun: echo hello $WHO\n"
+    )
+    op = SkyTaskOperator(task_id="hello", task=str(yaml_path), envs={"WHO": "override"}, poll_interval=0.1)
+    result = op.execute(_context("hello", TaskStateStore()))
+    assert result["exit_code"] == 0
+    assert "hello override" in "\n".join(sky_env.log_tail(result["cluster"], result["job_id"]))
