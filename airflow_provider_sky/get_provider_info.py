@@ -51,6 +51,8 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Sky", "python-modules": ["airflow_provider_sky.operators.sky"]}
         ],
         "hooks": [{"integration-name": "Sky", "python-modules": ["airflow_provider_sky.hooks.sky"]}],
+        "triggers": [{"integration-name": "Sky", "python-modules": ["airflow_provider_sky.triggers.sky"]}],
+        "task-decorators": [{"name": "sky", "class-name": "airflow_provider_sky.decorators.sky.sky_task"}],
         "connection-types": [
             {
                 "connection-type": "sky",

@@ -100,17 +100,39 @@ def seed(emu, bucket: str, count: int, size: int) -> None:
         list(pool.map(put, range(count)))
 
 
+def _hwm_mib(pid: int) -> float:
+    """Peak resident set (VmHWM) of a live process; reset at exec, unlike rusage's ru_maxrss."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def run_child(argv: list[str], env: dict | None = None) -> tuple[float, float, str]:
     """(wall seconds, peak RSS MiB, combined output) of a child process."""
+    import threading
+
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
-    out = proc.stdout.read() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    chunks: list[str] = []
+    reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read() if proc.stdout else ""))
+    reader.start()
+    peak = 0.0
+    while proc.poll() is None:
+        peak = max(peak, _hwm_mib(proc.pid))
+        time.sleep(0.05)
     wall = time.monotonic() - t0
+    reader.join()
+    out = "".join(chunks)
+    if "PEAK_RSS_MIB " in out:  # the engine child reports its own final VmHWM (no sampling gap)
+        peak = max(peak, float(out.split("PEAK_RSS_MIB ", 1)[1].split()[0]))
     if proc.returncode != 0:
         raise RuntimeError(f"{argv[0]} failed ({proc.returncode}):\n{out[-3000:]}")
-    return wall, usage.ru_maxrss / 1024, out
+    return wall, peak, out
 
 
 def engine_child(args_json: str) -> None:
@@ -122,6 +144,7 @@ def engine_child(args_json: str) -> None:
     dst, dst_key = open_uri(a["dst"], **a["dst_options"])
     engine = TransferEngine(src, src_key, dst, dst_key, **a["engine"])
     r = engine.run()
+    print(f"PEAK_RSS_MIB {_hwm_mib(os.getpid()):.1f}")
     print(
         "REPORT "
         + json.dumps(
@@ -149,7 +172,7 @@ def main() -> None:
     ap.add_argument("--pairs", default=",".join(PAIRS))
     ap.add_argument("--sets", default=",".join(SETS))
     ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--workers", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=32)
     ap.add_argument("--part-size-mib", type=int, default=16)
     ap.add_argument("--threshold-mib", type=int, default=32)
     ap.add_argument("--memory-mib", type=int, default=256)

@@ -197,7 +197,11 @@ def install_backend_patches() -> None:
 
 
 def serve(host: str, port: int) -> None:
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
     from werkzeug.serving import run_simple
 
     os.environ.setdefault("MOTO_PORT", str(port))

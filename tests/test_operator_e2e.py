@@ -117,3 +117,28 @@ def test_bad_spec_fails_at_dag_parse_time_with_field_named(tmp_path: Path) -> No
     assert "resources.accelerators: unknown accelerator 'V10O'" in errors
     assert "did you mean 'V100'?" in errors
     assert "bad" not in bag.dags
+
+
+def test_deferrable_task_completes_under_dags_test(home: AirflowHome) -> None:
+    result = home.airflow("dags", "test", "sky_deferrable")
+    out = result.stdout + result.stderr
+    assert "deferring to the triggerer" in out
+    for i in (1, 2, 3):
+        assert f"deferred-step-{i}" in out
+    core = _core(home)
+    by_task = {c.owner_task_id: c for c in core.store.list_clusters(owner_dag_id="sky_deferrable")}
+    ok = core.store.list_jobs(cluster_name=by_task["deferred"].name)
+    assert [(j.status, j.exit_code) for j in ok] == [(JobStatus.SUCCEEDED, 0)]
+    # The failing deferred task fails the run, with its redacted output in the failure message.
+    assert result.returncode != 0
+    assert "ended FAILED (exit code 4)" in out
+    assert "key=***" in out and "very-secret-key-5521" not in out
+    assert all(c.status is ClusterStatus.TERMINATED for c in by_task.values())
+
+
+def test_taskflow_sky_decorator_python_and_bash_modes(home: AirflowHome) -> None:
+    result = home.airflow("dags", "test", "sky_taskflow")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-5000:]
+    assert "training abc on" in out  # the function ran on the cluster and its output streamed back
+    assert "shell-got-42-ABC" in out  # bash mode got the python-mode task's return value via XCom

@@ -158,3 +158,35 @@ def test_operator_accepts_a_skypilot_yaml_file_and_inline_overrides(tmp_path: Pa
     result = op.execute(_context("hello", TaskStateStore()))
     assert result["exit_code"] == 0
     assert "hello override" in "\n".join(sky_env.log_tail(result["cluster"], result["job_id"]))
+
+
+def test_launch_exec_down_operators_share_one_cluster(sky_env: SkyCore) -> None:
+    from airflow_provider_sky.operators.sky import SkyDownOperator, SkyExecOperator, SkyLaunchClusterOperator
+
+    launch = SkyLaunchClusterOperator(
+        task_id="launch", cluster_name="etl-1", setup="echo setup-ran >> ~/setup.log", poll_interval=0.1
+    )
+    first = SkyExecOperator(task_id="e1", cluster_name="etl-1", run="cat ~/setup.log; echo e1", poll_interval=0.1)
+    second = SkyExecOperator(task_id="e2", cluster_name="etl-1", run="cat ~/setup.log; echo e2", poll_interval=0.1)
+    down = SkyDownOperator(task_id="down", cluster_name="etl-1")
+
+    assert launch.execute(_context("launch", TaskStateStore()))["torn_down"] is False
+    r1 = first.execute(_context("e1", TaskStateStore()))
+    r2 = second.execute(_context("e2", TaskStateStore()))
+    log2 = sky_env.log_tail("etl-1", r2["job_id"])
+    assert log2.count("setup-ran") == 1 and "e2" in log2  # setup ran once, exec did not re-run it
+    assert r1["cluster"] == r2["cluster"] == "etl-1"
+    assert len(sky_env.store.list_attempts("etl-1")) == 1
+    assert down.execute(_context("down", TaskStateStore())) == {"cluster": "etl-1", "torn_down": True}
+    assert sky_env.store.get_cluster("etl-1").status is ClusterStatus.TERMINATED
+    assert sky_env.clouds["local"].find("etl-1") is None
+
+
+def test_exec_on_a_missing_cluster_fails_clearly(sky_env: SkyCore) -> None:
+    from airflow_provider_sky.operators.sky import SkyExecOperator
+
+    op = SkyExecOperator(task_id="e", cluster_name="nowhere-1", run="true")
+    with pytest.raises(Exception, match=r"cluster nowhere-1 is not UP .*launch it first"):
+        op.execute(_context("e", TaskStateStore()))
+    with pytest.raises(SpecError, match="setup"):
+        SkyExecOperator(task_id="e", cluster_name="nowhere-1", run="true", setup="pip install x")

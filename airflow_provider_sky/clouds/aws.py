@@ -16,6 +16,7 @@ import importlib
 import logging
 import math
 import threading
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,10 +53,14 @@ def client_token(
     instance_type: str,
     use_spot: bool,
     num_nodes: int,
-    attempt: int,
+    attempt: int | str,
+    image_id: str = "",
 ) -> str:
-    """Deterministic RunInstances ClientToken (at most 64 ASCII characters)."""
-    key = "|".join(map(str, (cluster_name, region, zone, instance_type, use_spot, num_nodes, attempt)))
+    """Deterministic RunInstances ClientToken (at most 64 ASCII characters).
+
+    EC2 remembers a token even after its instances are terminated, so `attempt` must never repeat
+    for a cluster name (failover uses the state store's attempt counter)."""
+    key = "|".join(map(str, (cluster_name, region, zone, instance_type, use_spot, num_nodes, attempt, image_id)))
     return "sky-" + hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
@@ -164,6 +169,7 @@ class AwsCloud(Cloud):
         except ProvisionError:
             raise
         except Exception as exc:
+            where.pop("cloud", None)
             raise classify_aws_error(exc, **where) from exc
 
     # ---- locations --------------------------------------------------------------------------
@@ -188,6 +194,10 @@ class AwsCloud(Cloud):
     # ---- prerequisites ----------------------------------------------------------------------
     def key_path(self) -> Path:
         return self.key_dir / "sky-key"
+
+    def known_hosts_path(self) -> Path:
+        """Host keys of this cloud's nodes, recorded on first contact (next to the key directory)."""
+        return self.key_dir.parent / "aws_known_hosts"
 
     def _prepare(self, region: str) -> tuple[str, str]:
         """(key pair name, security group id) for `region`, created on first use."""
@@ -267,10 +277,14 @@ class AwsCloud(Cloud):
         out = self._call(lambda: ec2.describe_instances(InstanceIds=list(ids)), region=region)
         return sorted((i for r in out["Reservations"] for i in r["Instances"]), key=_rank)
 
-    def _handle(self, cluster_name: str, region: str, instances: Sequence[Mapping[str, Any]]) -> ClusterHandle:
+    def _handle(
+        self, cluster_name: str, region: str, instances: Sequence[Mapping[str, Any]]
+    ) -> ClusterHandle:
         private = [i.get("PrivateIpAddress") or "" for i in instances]
         public = [i.get("PublicIpAddress") or "" for i in instances]
-        ips = [pub if pub and not self.use_private_ips else prv for pub, prv in zip(public, private, strict=True)]
+        ips = [
+            pub if pub and not self.use_private_ips else prv for pub, prv in zip(public, private, strict=True)
+        ]
         head = instances[0]
         states = sorted({i["State"]["Name"] for i in instances})
         return ClusterHandle(
@@ -346,11 +360,12 @@ class AwsCloud(Cloud):
         use_spot: bool = False,
         labels: Mapping[str, str] | None = None,
         *,
-        attempt: int = 0,
+        attempt: int | None = None,
     ) -> ClusterHandle:
         """Launch `num_nodes` instances in one zone, or return the cluster when it already exists.
 
-        `attempt` feeds the ClientToken: the same attempt retried returns the same instances.
+        `attempt` feeds the ClientToken: the same attempt retried returns the same instances. It must
+        not repeat for a cluster name (EC2 keeps tokens of terminated launches); None = a fresh token.
         """
         region = region or getattr(resources, "region", None) or self.default_region
         zone = zone or getattr(resources, "zone", None)
@@ -359,10 +374,14 @@ class AwsCloud(Cloud):
         where = {"cloud": AWS, "region": region, "zone": zone, "instance_type": instance_type}
         if not instance_type:
             raise ConfigError(
-                "AWS needs an instance type", fix="set resources.instance_type or let the optimizer pick one", **where
+                "AWS needs an instance type",
+                fix="set resources.instance_type or let the optimizer pick one",
+                **where,
             )
         if num_nodes < 1:
-            raise ConfigError(f"num_nodes must be at least 1 (got {num_nodes})", fix="set num_nodes >= 1", **where)
+            raise ConfigError(
+                f"num_nodes must be at least 1 (got {num_nodes})", fix="set num_nodes >= 1", **where
+            )
         existing = self.find(cluster_name, region)
         if existing is not None:
             return self._adopt(existing, num_nodes)
@@ -384,7 +403,10 @@ class AwsCloud(Cloud):
             "MaxCount": num_nodes,
             "KeyName": key_name,
             "SecurityGroupIds": [group_id],
-            "ClientToken": client_token(cluster_name, region, zone, instance_type, use_spot, num_nodes, attempt),
+            "ClientToken": client_token(
+                cluster_name, region, zone, instance_type, use_spot, num_nodes,
+                uuid.uuid4().hex if attempt is None else attempt, image_id,
+            ),  # fmt: skip
             "TagSpecifications": [
                 {"ResourceType": "instance", "Tags": _clean_tags(tags)},
                 {"ResourceType": "volume", "Tags": _clean_tags(tags)},
@@ -411,7 +433,10 @@ class AwsCloud(Cloud):
         log.info("aws: RunInstances %s x%d %s %s%s", cluster_name, num_nodes, instance_type, zone or region,
                  " (spot)" if use_spot else "")  # fmt: skip
         reply = self._call(lambda: ec2.run_instances(**params), **where)
-        ids = [i["InstanceId"] for i in sorted(reply["Instances"], key=lambda i: int(i.get("AmiLaunchIndex") or 0))]
+        ids = [
+            i["InstanceId"]
+            for i in sorted(reply["Instances"], key=lambda i: int(i.get("AmiLaunchIndex") or 0))
+        ]
         return self._finish_launch(cluster_name, region, zone, instance_type, num_nodes, ids)
 
     def _adopt(self, handle: ClusterHandle, num_nodes: int) -> ClusterHandle:
@@ -434,7 +459,13 @@ class AwsCloud(Cloud):
         )  # fmt: skip
 
     def _finish_launch(
-        self, cluster_name: str, region: str, zone: str | None, instance_type: str, num_nodes: int, ids: list[str]
+        self,
+        cluster_name: str,
+        region: str,
+        zone: str | None,
+        instance_type: str,
+        num_nodes: int,
+        ids: list[str],
     ) -> ClusterHandle:
         """Wait for running; tag ranks; on a partial launch terminate everything and raise CapacityError."""
         where = {"cloud": AWS, "region": region, "zone": zone, "instance_type": instance_type}
@@ -481,7 +512,9 @@ class AwsCloud(Cloud):
             if _tag(inst, RANK_TAG) != str(rank):
                 name = f"{cluster_name}-head" if rank == 0 else f"{cluster_name}-worker{rank}"
                 tags = [{"Key": RANK_TAG, "Value": str(rank)}, {"Key": "Name", "Value": name}]
-                self._call(lambda i=inst, t=tags: ec2.create_tags(Resources=[i["InstanceId"]], Tags=t), **where)
+                self._call(
+                    lambda i=inst, t=tags: ec2.create_tags(Resources=[i["InstanceId"]], Tags=t), **where
+                )
         return self._handle(cluster_name, region, self._describe_ids(region, ids))
 
     def _cleanup(self, region: str, ids: Sequence[str]) -> None:
@@ -519,7 +552,9 @@ class AwsCloud(Cloud):
         region = handle.region or self.default_region
         instances = self._instances(region, handle.cluster_name)
         if not instances:
-            raise ConfigError(f"cluster {handle.cluster_name} does not exist", cloud=AWS, fix="launch it again")
+            raise ConfigError(
+                f"cluster {handle.cluster_name} does not exist", cloud=AWS, fix="launch it again"
+            )
         ids = [i["InstanceId"] for i in instances]
         ec2 = self._client(region)
         stopped = [i["InstanceId"] for i in instances if i["State"]["Name"] in ("stopped", "stopping")]
@@ -543,15 +578,24 @@ class AwsCloud(Cloud):
                 cloud=AWS,
                 fix="install a version of airflow-provider-sky with the SSH runner (and paramiko)",
             ) from exc
-        factory = getattr(module, "runner_for_node", None)
-        if factory is not None:
-            return [factory(ip, handle, rank) for rank, ip in enumerate(handle.node_ips)]
-        runner_cls = getattr(module, "SSHRunner", None) or getattr(module, "SshRunner", None)
+        runner_cls = getattr(module, "SshRunner", None)
         if runner_cls is None:
-            raise ConfigError(f"{SSH_RUNNER_MODULE} has no SSHRunner", cloud=AWS, fix="update airflow-provider-sky")
+            raise ConfigError(f"{SSH_RUNNER_MODULE} has no SshRunner", cloud=AWS, fix="update airflow-provider-sky")
         user = handle.extra.get("ssh_user") or self.ssh_user
         key = handle.extra.get("key_path") or str(self.key_path())
-        return [runner_cls(host=ip, user=user, key_path=key, port=22) for ip in handle.node_ips]
+        private = list(handle.extra.get("private_ips") or handle.node_ips)
+        return [
+            runner_cls(
+                ip,
+                user,
+                port=22,
+                key_file=key,
+                known_hosts=str(self.known_hosts_path()),
+                strict_host_key_checking="accept-new",  # first-seen key recorded, a changed one refused
+                node_ip=private[rank] if rank < len(private) else ip,
+            )
+            for rank, ip in enumerate(handle.node_ips)
+        ]
 
     def classify_error(self, exc: BaseException) -> ProvisionError:
         return classify_aws_error(exc)

@@ -179,10 +179,15 @@ def classify_aws_error(
             return CredentialsError(f"{type(exc).__name__}: {exc}", cloud=AWS, fix=FIX_CREDENTIALS, **where)
         if isinstance(exc, bex.ProfileNotFound):
             return ConfigError(
-                str(exc), cloud=AWS, fix="create the profile or drop profile_name from the aws connection", **where
+                str(exc),
+                cloud=AWS,
+                fix="create the profile or drop profile_name from the aws connection",
+                **where,
             )
         if isinstance(exc, bex.NoRegionError):
-            return ConfigError(str(exc), cloud=AWS, fix="set a region (resources.region or region_name)", **where)
+            return ConfigError(
+                str(exc), cloud=AWS, fix="set a region (resources.region or region_name)", **where
+            )
         if isinstance(exc, bex.ParamValidationError):
             return ConfigError(str(exc), cloud=AWS, fix="check the launch parameters", **where)
         if isinstance(exc, bex.ConnectionError | bex.HTTPClientError):

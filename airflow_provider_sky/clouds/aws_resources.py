@@ -53,7 +53,9 @@ def ensure_local_key(key_dir: Path, name: str = "sky-key") -> tuple[Path, bytes]
             tmp.unlink(missing_ok=True)
     if not public.exists():
         key = serialization.load_ssh_private_key(private.read_bytes(), password=None)
-        pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        pub = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
         public.write_bytes(pub + b"\n")
     return private, public.read_bytes().strip()
 

@@ -104,7 +104,9 @@ def open_connection(
         if preferred:
             opts = transport.get_security_options()
             offered = list(opts.key_types)
-            opts.key_types = [k for k in preferred if k in offered] + [k for k in offered if k not in preferred]
+            opts.key_types = [k for k in preferred if k in offered] + [
+                k for k in offered if k not in preferred
+            ]
         try:
             transport.start_client(timeout=timeout)
         except (paramiko.SSHException, OSError, EOFError) as exc:

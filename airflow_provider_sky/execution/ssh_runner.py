@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import paramiko
@@ -286,7 +287,11 @@ class SshRunner:
             chan.close()
 
     def _collect(
-        self, chan: paramiko.Channel, cmd: str | Sequence[str], timeout: float | None, stream: StreamCallback | None
+        self,
+        chan: paramiko.Channel,
+        cmd: str | Sequence[str],
+        timeout: float | None,
+        stream: StreamCallback | None,
     ) -> RunResult:
         lock = threading.Lock()
         out, err = _Lines(stream, lock), _Lines(stream, lock)
@@ -328,7 +333,7 @@ class SshRunner:
     def put(self, local_src: str | os.PathLike[str], remote_dst: str) -> None:
         dst = self.resolve(remote_dst)
         with self.connection().sftp() as sftp:
-            copied = ssh_sftp.sync(sftp, _local(local_src), dst)
+            copied = ssh_sftp.sync(sftp, Path(local_src).expanduser(), dst)
         log.debug("synced %s to %s:%s (%d files copied)", local_src, self.target, dst, copied)
 
     def read_bytes(self, path: str, offset: int = 0, max_bytes: int = 1 << 20) -> bytes:
@@ -342,15 +347,18 @@ class SshRunner:
     # ---- cleanup ----
     def kill_processes_under(self, prefix: str | None = None, grace: float = 5.0) -> int:
         """Kill this user's processes started for nodes at or under `prefix` (default: home)."""
-        argv = [self.python, "-I", "-S", "-c", _KILL_MARKED, prefix or self.home, str(grace), drv.NODE_HOME_ENV]
+        argv = [
+            self.python,
+            "-I",
+            "-S",
+            "-c",
+            _KILL_MARKED,
+            prefix or self.home,
+            str(grace),
+            drv.NODE_HOME_ENV,
+        ]
         result = self.run(argv, cwd="/", timeout=grace + 30, mark=False).check("killing node processes")
         return int(result.stdout.strip() or 0)
-
-
-def _local(path: str | os.PathLike[str]) -> Any:
-    from pathlib import Path
-
-    return Path(path).expanduser()
 
 
 def _dec(chunks: list[bytes]) -> str:

@@ -86,7 +86,9 @@ def _unchanged(remote: paramiko.SFTPAttributes | None, local: os.stat_result) ->
     )
 
 
-def upload_file(sftp: paramiko.SFTPClient, src: Path, dst: str, remote: paramiko.SFTPAttributes | None) -> bool:
+def upload_file(
+    sftp: paramiko.SFTPClient, src: Path, dst: str, remote: paramiko.SFTPAttributes | None
+) -> bool:
     """Copy one file (temp + rename, mode and mtime kept) unless size and mtime match; True if copied."""
     st = src.stat()
     if _unchanged(remote, st):

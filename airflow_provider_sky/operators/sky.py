@@ -10,13 +10,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, conf
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_sky.hooks.sky import SkyHook
 from airflow_provider_sky.provision.core import JobOutcome, Owner
 from airflow_provider_sky.provision.naming import cluster_name_for, validate_cluster_name
 from airflow_provider_sky.spec import SpecError, Task, load_tasks
+from airflow_provider_sky.triggers.sky import SkyJobTrigger
 
 STATE_KEY = "sky_job"
 
@@ -44,11 +45,17 @@ class SkyTaskOperator(BaseOperator):
     :param sky_conn_id: the ``sky`` connection (optional; defaults need none).
     :param poll_interval: seconds between job status checks while streaming logs.
     :param log_tail_lines: how many last log lines the failure message carries.
+    :param deferrable: wait for the job in the triggerer (no worker slot held while it runs);
+        defaults to Airflow's ``[operators] default_deferrable``.
     """
 
     template_fields: Sequence[str] = ("run", "setup", "envs", "cluster_name", "workdir")
     template_fields_renderers = {"run": "bash", "setup": "bash", "envs": "json"}
     ui_color = "#d7ecfb"
+    #: Whether a `run` command is mandatory (False for cluster-setup tasks).
+    requires_run: bool = True
+    #: Whether the task may launch a cluster (False: the cluster must already be UP).
+    launches: bool = True
 
     def __init__(
         self,
@@ -67,6 +74,7 @@ class SkyTaskOperator(BaseOperator):
         sky_conn_id: str = SkyHook.default_conn_name,
         poll_interval: float = 1.0,
         log_tail_lines: int = 40,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -83,7 +91,7 @@ class SkyTaskOperator(BaseOperator):
         }
         spec = {**base, **{key: value for key, value in overrides.items() if value is not None}}
         spec.setdefault("name", self.task_id)
-        if not spec.get("run"):
+        if self.requires_run and not spec.get("run"):
             raise SpecError("run", spec.get("run"), "is missing", "give `run=` or a task YAML with a `run` section")
         self._spec = Task.from_dict(spec).to_dict()  # validates now, at DAG-parse time
         if cluster_name is not None and "{{" not in cluster_name:
@@ -99,6 +107,7 @@ class SkyTaskOperator(BaseOperator):
         self.sky_conn_id = sky_conn_id
         self.poll_interval = poll_interval
         self.log_tail_lines = log_tail_lines
+        self.deferrable = deferrable
 
     # ---- parse-time helpers -------------------------------------------------------------
     def _load_base_spec(self, task: str | os.PathLike[str] | dict[str, Any] | Task | None) -> dict[str, Any]:
@@ -150,11 +159,16 @@ class SkyTaskOperator(BaseOperator):
     def _tear_down(self) -> bool:
         return self.down if self.down is not None else not self.cluster_name
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def _prepare(self) -> Task:
+        """The rendered task, with its secrets registered for masking/redaction."""
         task = self._rendered_task()
         self._secret_values = sorted({str(v) for v in task.secrets.values() if v}, key=len, reverse=True)
         for value in self._secret_values:
             _mask(value)
+        return task
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        task = self._prepare()
         owner = self._owner(context)
         name = self._cluster_name(owner)
         core = self.hook.core
@@ -173,7 +187,9 @@ class SkyTaskOperator(BaseOperator):
                 self.log.info("Job %s on %s already succeeded on an earlier try; not re-running", prior["job_id"], name)
                 return self._finish(core, name, int(prior["job_id"]), task, started=time.time())
         started = time.time()
-        if job_id is None:
+        if job_id is None and not self.launches:
+            core.require_up(name)
+        if job_id is None and self.launches:
             launched = core.launch(task, name, owner)
             self.log.info(
                 "Cluster %s on %s/%s (%s x%d)%s",
@@ -186,19 +202,67 @@ class SkyTaskOperator(BaseOperator):
             )
             if state is not None:
                 state.set(STATE_KEY, {"cluster": name, "job_id": None})
+            if not (task.run or task.setup):
+                return self._cluster_result(launched.cluster, launched.created)
+        if job_id is None:
             job_id = core.submit(task, name, owner)
             if state is not None:
                 state.set(STATE_KEY, {"cluster": name, "job_id": job_id, "log_offset": 0})
         self._live["job_id"] = job_id
+        if self.deferrable:
+            self.log.info("Job %s running on %s; deferring to the triggerer", job_id, name)
+            self.defer(
+                trigger=SkyJobTrigger(
+                    cluster_name=name,
+                    job_id=job_id,
+                    log_offset=offset,
+                    sky_conn_id=self.sky_conn_id,
+                    poll_interval=self.poll_interval,
+                    down_on_kill=self._tear_down(),
+                    secret_count=len(self._secret_values),
+                ),
+                method_name="execute_complete",
+                kwargs={"started": started},
+            )
         self.log.info("Job %s submitted on %s; streaming its log", job_id, name)
         self._follow(core, name, job_id, offset)
         return self._finish(core, name, job_id, task, started=started)
+
+    def execute_complete(self, context: Any, event: dict[str, Any], started: float | None = None) -> dict[str, Any]:
+        """Resume after the trigger saw the job end: print what it could not, then finish as usual."""
+        task = self._prepare()
+        name, job_id = event["cluster"], int(event["job_id"])
+        self._live = {"cluster": name, "job_id": job_id}
+        core = self.hook.core
+        if event.get("status") == "ERROR":
+            raise AirflowException(f"Following job {job_id} on {name} failed: {event.get('message')}")
+        text, _ = core.read_log(name, job_id, int(event.get("log_offset", 0)), final=True)
+        tail: deque[str] = deque(maxlen=self.log_tail_lines)
+        for line in text.splitlines():
+            line = self._redact(line)
+            tail.append(line)
+            self.log.info("%s", line)
+        self._tail = tail if tail else None
+        return self._finish(core, name, job_id, task, started=started or time.time())
 
     def _redact(self, line: str) -> str:
         """Hide secret values in a job's output line (Airflow's masker does not see job output)."""
         for secret in getattr(self, "_secret_values", ()):
             line = line.replace(secret, "***")
         return line
+
+    @staticmethod
+    def _cluster_result(cluster: Any, created: bool) -> dict[str, Any]:
+        return {
+            "cluster": cluster.name,
+            "cloud": cluster.cloud,
+            "region": cluster.region,
+            "zone": cluster.zone,
+            "instance_type": cluster.instance_type,
+            "num_nodes": cluster.num_nodes,
+            "hourly_price": cluster.hourly_price or 0.0,
+            "created": created,
+        }
 
     def _follow(self, core: Any, name: str, job_id: int, offset: int, state: Any = None) -> None:
         tail: deque[str] = deque(maxlen=self.log_tail_lines)
@@ -249,3 +313,58 @@ class SkyTaskOperator(BaseOperator):
         if self._tear_down():
             self.log.info("Tearing down cluster %s", live["cluster"])
             core.down(live["cluster"])
+
+
+class SkyLaunchClusterOperator(SkyTaskOperator):
+    """Launch (or reuse) a cluster and run its `setup`, keeping it up for later tasks.
+
+    Use it as an Airflow setup task, paired with :class:`SkyDownOperator` as the teardown::
+
+        launch = SkyLaunchClusterOperator(task_id="launch", cluster_name="etl-1", resources={...})
+        down = SkyDownOperator(task_id="down", cluster_name="etl-1")
+        launch >> [SkyExecOperator(...), ...] >> down.as_teardown(setups=launch)
+    """
+
+    requires_run = False
+
+    def __init__(self, *, cluster_name: str, down: bool | None = False, **kwargs: Any) -> None:
+        super().__init__(cluster_name=cluster_name, down=down, **kwargs)
+
+
+class SkyExecOperator(SkyTaskOperator):
+    """Run a job on an existing, UP cluster: workdir sync and `run` only (no setup, no launch)."""
+
+    launches = False
+
+    def __init__(self, *, cluster_name: str, down: bool | None = False, **kwargs: Any) -> None:
+        if kwargs.get("setup"):
+            raise SpecError(
+                "setup", kwargs["setup"], "is not run by SkyExecOperator",
+                "put setup on the SkyLaunchClusterOperator (or use SkyTaskOperator)",
+            )
+        super().__init__(cluster_name=cluster_name, down=down, **kwargs)
+
+    def _rendered_task(self) -> Task:
+        task = super()._rendered_task()
+        return Task.from_dict({**task.to_dict(), "setup": None})
+
+
+class SkyDownOperator(BaseOperator):
+    """Tear down a cluster (cancels its jobs; job logs are kept). Safe when it is already gone."""
+
+    template_fields: Sequence[str] = ("cluster_name",)
+    ui_color = "#f6d5d5"
+
+    def __init__(self, *, cluster_name: str, sky_conn_id: str = SkyHook.default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if "{{" not in cluster_name:
+            problem = validate_cluster_name(cluster_name)
+            if problem:
+                raise SpecError("cluster_name", cluster_name, problem, "pick a name like 'train-gpu-1'")
+        self.cluster_name = cluster_name
+        self.sky_conn_id = sky_conn_id
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        torn_down = SkyHook(sky_conn_id=self.sky_conn_id).core.down(self.cluster_name)
+        self.log.info("Cluster %s %s", self.cluster_name, "terminated" if torn_down else "was already gone")
+        return {"cluster": self.cluster_name, "torn_down": torn_down}

@@ -162,6 +162,18 @@ class SkyCore:
                 fix="use another cluster_name, or tear this cluster down (sky-airflow down NAME)",
             )
 
+    def require_up(self, cluster_name: str) -> ClusterRecord:
+        """The cluster's record, or a clear error when it is not UP (for exec-only tasks)."""
+        record = self.store.get_cluster(cluster_name)
+        if record is None or record.status is not ClusterStatus.UP:
+            state = record.status.value if record else "unknown to the state store"
+            raise ConfigError(
+                f"cluster {cluster_name} is not UP ({state})",
+                cloud=record.cloud if record else None,
+                fix="launch it first (SkyLaunchClusterOperator or SkyTaskOperator with this cluster_name)",
+            )
+        return record
+
     def launch(self, task: Task, cluster_name: str, owner: Owner | None = None) -> LaunchResult:
         """Reuse a live cluster of that name (if it fits) or launch it; records every attempt."""
         owner = owner or Owner()

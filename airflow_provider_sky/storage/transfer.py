@@ -190,6 +190,8 @@ def _status_of(exc: BaseException) -> int | None:
         if isinstance(value, int):
             return value
     response = getattr(exc, "response", None)
+    if isinstance(getattr(response, "status_code", None), int):
+        return response.status_code
     if isinstance(response, dict):
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if isinstance(status, int):
