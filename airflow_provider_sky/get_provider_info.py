@@ -24,9 +24,45 @@ _SKY_CONN_FIELDS: dict[str, Any] = {
         "description": "Comma-separated regions to prefer on ties, e.g. 'us-east-1,europe-west4'.",
         "schema": {"type": ["string", "null"]},
     },
+    "ssh_pool_conn_id": {
+        "label": "SSH node pool connection",
+        "description": "Id of a sky_ssh_pool connection; used when 'ssh' is in enabled clouds.",
+        "schema": {"type": ["string", "null"]},
+    },
     "local_dir": {
         "label": "Local backend directory",
         "description": "Where the embedded local backend keeps clusters. Empty: $AIRFLOW_HOME/sky/local.",
+        "schema": {"type": ["string", "null"]},
+    },
+}
+
+
+_SSH_POOL_CONN_FIELDS: dict[str, Any] = {
+    "hosts": {
+        "label": "Hosts",
+        "description": "Comma-separated hosts of the pool: host, host:port or user@host:port.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "user": {"label": "User", "description": "SSH user (default: Login).", "schema": {"type": ["string", "null"]}},
+    "private_key": {
+        "label": "Private key",
+        "description": "The SSH private key text (or use key_file / the Password field).",
+        "schema": {"type": ["string", "null"], "format": "password"},
+    },
+    "key_file": {"label": "Key file", "description": "Path of the private key on the workers.", "schema": {"type": ["string", "null"]}},
+    "known_hosts": {
+        "label": "Known hosts",
+        "description": "known_hosts lines (or a file path) used to verify host keys; checking is on by default.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "price_per_hour": {
+        "label": "Price per host-hour",
+        "description": "Amortized price the optimizer sees for one host-hour (default 0).",
+        "schema": {"type": ["number", "null"]},
+    },
+    "hosts_spec": {
+        "label": "Host resources",
+        "description": 'JSON per host: {"gpu1": {"cpus": 32, "memory_gb": 256, "gpus": {"A100": 4}}}; probed when absent.',
         "schema": {"type": ["string", "null"]},
     },
 }
@@ -50,8 +86,9 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {"integration-name": "Sky", "python-modules": ["airflow_provider_sky.operators.sky"]}
         ],
-        "hooks": [{"integration-name": "Sky", "python-modules": ["airflow_provider_sky.hooks.sky"]}],
+        "hooks": [{"integration-name": "Sky", "python-modules": ["airflow_provider_sky.hooks.sky", "airflow_provider_sky.hooks.ssh_pool"]}],
         "triggers": [{"integration-name": "Sky", "python-modules": ["airflow_provider_sky.triggers.sky"]}],
+        "extra-links": ["airflow_provider_sky.links.sky.SkyClusterLink"],
         "task-decorators": [{"name": "sky", "class-name": "airflow_provider_sky.decorators.sky.sky_task"}],
         "connection-types": [
             {
@@ -63,6 +100,13 @@ def get_provider_info() -> dict[str, Any]:
                     "hidden-fields": ["host", "schema", "login", "password", "port"],
                     "relabeling": {},
                 },
-            }
+            },
+            {
+                "connection-type": "sky_ssh_pool",
+                "hook-class-name": "airflow_provider_sky.hooks.ssh_pool.SkySshPoolHook",
+                "hook-name": "Sky on-prem SSH node pool",
+                "conn-fields": _SSH_POOL_CONN_FIELDS,
+                "ui-field-behaviour": {"hidden-fields": ["schema"], "relabeling": {"password": "Private key"}},
+            },
         ],
     }

@@ -11,7 +11,6 @@ make it a partial launch, which is terminated before `CapacityError` is raised.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 import math
@@ -23,6 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_sky.clouds import aws_resources as res
 from airflow_provider_sky.clouds.aws_errors import AWS, classify_aws_error, classify_code, error_code
+from airflow_provider_sky.clouds.aws_instances import (
+    CLUSTER_TAG,
+    LIVE_STATES,
+    RANK_TAG,
+    clean_tags,
+    client_token,
+    rank_key,
+    tag_value,
+)
 from airflow_provider_sky.clouds.base import Cloud, ClusterHandle
 from airflow_provider_sky.clouds.errors import CapacityError, ConfigError, ProvisionError
 
@@ -32,9 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CLUSTER_TAG = "sky-cluster"
-RANK_TAG = "sky-node-rank"
-LIVE_STATES = ("pending", "running", "stopping", "stopped")
 DEFAULT_IMAGE_PATTERN = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *"
 DEFAULT_IMAGE_OWNERS = ("amazon",)
 DEFAULT_REGIONS = (
@@ -44,49 +49,6 @@ DEFAULT_REGIONS = (
 )  # fmt: skip
 SSH_RUNNER_MODULE = "airflow_provider_sky.execution.ssh_runner"
 RunnerFactory = Callable[[str, ClusterHandle, int], "CommandRunner"]
-
-
-def client_token(
-    cluster_name: str,
-    region: str,
-    zone: str | None,
-    instance_type: str,
-    use_spot: bool,
-    num_nodes: int,
-    attempt: int | str,
-    image_id: str = "",
-) -> str:
-    """Deterministic RunInstances ClientToken (at most 64 ASCII characters).
-
-    EC2 remembers a token even after its instances are terminated, so `attempt` must never repeat
-    for a cluster name (failover uses the state store's attempt counter)."""
-    key = "|".join(map(str, (cluster_name, region, zone, instance_type, use_spot, num_nodes, attempt, image_id)))
-    return "sky-" + hashlib.sha256(key.encode()).hexdigest()[:40]
-
-
-def _tag(instance: Mapping[str, Any], key: str) -> str | None:
-    for tag in instance.get("Tags") or ():
-        if tag["Key"] == key:
-            return tag["Value"]
-    return None
-
-
-def _rank(instance: Mapping[str, Any]) -> tuple[int, int, str]:
-    rank = _tag(instance, RANK_TAG)
-    return (
-        int(rank) if rank and rank.isdigit() else 1 << 30,
-        int(instance.get("AmiLaunchIndex") or 0),
-        instance["InstanceId"],
-    )
-
-
-def _clean_tags(tags: Mapping[str, Any]) -> list[dict[str, str]]:
-    out = []
-    for key, value in tags.items():
-        if value is None or str(key).lower().startswith("aws:"):
-            continue
-        out.append({"Key": str(key)[:128], "Value": str(value)[:256]})
-    return out
 
 
 class AwsCloud(Cloud):
@@ -270,12 +232,12 @@ class AwsCloud(Cloud):
             pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
             return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
-        return sorted(self._call(describe, region=region), key=_rank)
+        return sorted(self._call(describe, region=region), key=rank_key)
 
     def _describe_ids(self, region: str, ids: Sequence[str]) -> list[dict]:
         ec2 = self._client(region)
         out = self._call(lambda: ec2.describe_instances(InstanceIds=list(ids)), region=region)
-        return sorted((i for r in out["Reservations"] for i in r["Instances"]), key=_rank)
+        return sorted((i for r in out["Reservations"] for i in r["Instances"]), key=rank_key)
 
     def _handle(
         self, cluster_name: str, region: str, instances: Sequence[Mapping[str, Any]]
@@ -404,12 +366,18 @@ class AwsCloud(Cloud):
             "KeyName": key_name,
             "SecurityGroupIds": [group_id],
             "ClientToken": client_token(
-                cluster_name, region, zone, instance_type, use_spot, num_nodes,
-                uuid.uuid4().hex if attempt is None else attempt, image_id,
-            ),  # fmt: skip
+                cluster_name,
+                region,
+                zone,
+                instance_type,
+                use_spot,
+                num_nodes,
+                uuid.uuid4().hex if attempt is None else attempt,
+                image_id,
+            ),
             "TagSpecifications": [
-                {"ResourceType": "instance", "Tags": _clean_tags(tags)},
-                {"ResourceType": "volume", "Tags": _clean_tags(tags)},
+                {"ResourceType": "instance", "Tags": clean_tags(tags)},
+                {"ResourceType": "volume", "Tags": clean_tags(tags)},
             ],
             "BlockDeviceMappings": [
                 {
@@ -509,7 +477,7 @@ class AwsCloud(Cloud):
             raise CapacityError(f"partial launch, {len(instances)} of {num_nodes} nodes exist", **where)
         ec2 = self._client(region)
         for rank, inst in enumerate(instances):
-            if _tag(inst, RANK_TAG) != str(rank):
+            if tag_value(inst, RANK_TAG) != str(rank):
                 name = f"{cluster_name}-head" if rank == 0 else f"{cluster_name}-worker{rank}"
                 tags = [{"Key": RANK_TAG, "Value": str(rank)}, {"Key": "Name", "Value": name}]
                 self._call(

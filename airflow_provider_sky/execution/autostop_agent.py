@@ -101,12 +101,12 @@ def pid_alive(pid: int, needle: str | None = None) -> bool:
     except PermissionError:
         return True
     try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
+        with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
         if stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] == b"Z":
             return False
         if needle is not None:
-            with open("/proc/%d/cmdline" % pid, "rb") as f:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
                 if needle.encode() not in f.read().split(b"\0"):
                     return False
     except (OSError, ValueError):
@@ -134,7 +134,7 @@ class Log:
     def __call__(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
         with contextlib.suppress(OSError), open(self.path, "a", encoding="utf-8") as f:
-            f.write("%sZ [autostop pid %d] %s\n" % (stamp, os.getpid(), text))
+            f.write(f"{stamp}Z [autostop pid {os.getpid()}] {text}\n")
 
 
 # ---- activity ----
@@ -209,15 +209,17 @@ def action_command(home: str, action: dict[str, Any], log: Log) -> bool:
             res = subprocess.run(
                 _ssh_argv(home, node, command), stdin=subprocess.DEVNULL, capture_output=True, timeout=120
             )
-            log("worker %s: %r exited %d %s" % (node.get("host"), command, res.returncode, res.stderr[-300:]))
+            log(f"worker {node.get('host')}: {command!r} exited {res.returncode} {res.stderr[-300:]!r}")
         except (OSError, subprocess.SubprocessError) as exc:
-            log("worker %s: %r failed: %s" % (node.get("host"), command, exc))
+            log(f"worker {node.get('host')}: {command!r} failed: {exc}")
     try:
-        res = subprocess.run(["bash", "-c", command], stdin=subprocess.DEVNULL, capture_output=True, timeout=300)
+        res = subprocess.run(
+            ["bash", "-c", command], stdin=subprocess.DEVNULL, capture_output=True, timeout=300
+        )
     except (OSError, subprocess.SubprocessError) as exc:
-        log("head: %r failed: %s" % (command, exc))
+        log(f"head: {command!r} failed: {exc}")
         return False
-    log("head: %r exited %d %s" % (command, res.returncode, res.stderr[-300:]))
+    log(f"head: {command!r} exited {res.returncode} {res.stderr[-300:]!r}")
     return res.returncode == 0
 
 
@@ -235,7 +237,7 @@ def _kill_jobs(home: str, grace: float) -> None:
         if status is None or status in TERMINAL:
             continue
         with contextlib.suppress(OSError):
-            write_atomic(os.path.join(jdir, "cancel"), "%s\n" % grace)
+            write_atomic(os.path.join(jdir, "cancel"), f"{grace}\n")
         pids = []
         pid_text = _read(os.path.join(jdir, "pid"))
         if pid_text and pid_text.isdigit():
@@ -263,7 +265,7 @@ def _kill_jobs(home: str, grace: float) -> None:
 
 def _marked_pids(prefix: str) -> list[int]:
     """Pids (other than ours) whose environment marks them as started for a node under `prefix`."""
-    needle = ("%s=" % NODE_HOME_ENV).encode()
+    needle = (f"{NODE_HOME_ENV}=").encode()
     base = prefix.rstrip("/") + "/"
     found = []
     try:
@@ -274,7 +276,7 @@ def _marked_pids(prefix: str) -> list[int]:
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
-            with open("/proc/%s/environ" % entry, "rb") as f:
+            with open(f"/proc/{entry}/environ", "rb") as f:
                 environ = f.read()
         except OSError:
             continue
@@ -313,7 +315,7 @@ def action_local(action: dict[str, Any], down: bool, log: Log) -> bool:
             fcntl.flock(lock, fcntl.LOCK_EX)
         text = _read(meta_path)
         if text is None:
-            log("cluster directory %s is gone: nothing to do" % cdir)
+            log(f"cluster directory {cdir} is gone: nothing to do")
             return True
         try:
             nodes = sorted(n for n in os.listdir(cdir) if n.startswith("node-"))
@@ -323,7 +325,7 @@ def action_local(action: dict[str, Any], down: bool, log: Log) -> bool:
             _kill_jobs(os.path.join(cdir, node), grace)
         _kill_marked(cdir, grace)
         if down:
-            log("removing %s" % cdir)
+            log(f"removing {cdir}")
             shutil.rmtree(cdir, ignore_errors=True)
             if lock_file:
                 with contextlib.suppress(OSError):
@@ -334,7 +336,7 @@ def action_local(action: dict[str, Any], down: bool, log: Log) -> bool:
             meta["stopped_by"] = "autostop"
             meta["stopped_at"] = time.time()
             write_atomic(meta_path, json.dumps(meta, indent=1), 0o644)
-            log("marked %s STOPPED" % meta_path)
+            log(f"marked {meta_path} STOPPED")
         return True
     finally:
         if lock is not None:
@@ -350,7 +352,7 @@ def act(home: str, config: dict[str, Any], log: Log) -> bool:
         return action_local(action, down, log)
     if kind == "command":
         return action_command(home, action, log)
-    log("no usable action configured (%r): not stopping" % (kind,))
+    log(f"no usable action configured ({kind!r}): not stopping")
     return False
 
 
@@ -368,13 +370,13 @@ def run(home: str) -> int:
     except OSError:
         return 0  # another agent runs for this node
     log = Log(home)
-    write_atomic(_sky(home, PID_FILE), "%d\n" % os.getpid(), 0o644)
+    write_atomic(_sky(home, PID_FILE), f"{os.getpid()}\n", 0o644)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
     last_key = None
     last_busy = None
-    log("agent started (%s)" % os.path.abspath(__file__))
+    log(f"agent started ({os.path.abspath(__file__)})")
     while not stop:
         config = load_config(home)
         if config is None or config.get("idle_seconds") is None or float(config["idle_seconds"]) < 0:
@@ -383,22 +385,25 @@ def run(home: str) -> int:
         key = (config.get("idle_seconds"), bool(config.get("down")), config.get("set_at"))
         if key != last_key:
             log(
-                "config: idle %ss, %s, interval %ss, set at %s"
-                % (config["idle_seconds"], "down" if config.get("down") else "stop",
+                "config: idle {}s, {}, interval {}s, set at {}".format(config["idle_seconds"], "down" if config.get("down") else "stop",
                    config.get("interval_seconds", DEFAULT_INTERVAL), config.get("set_at"))
             )  # fmt: skip
             last_key = key
         state = idle_state(home, config)
         busy = bool(state["busy"])
         if busy != last_busy:
-            log("busy: jobs %s" % ",".join(state["busy"]) if busy else "idle: no live job")
+            log(f"busy: jobs {','.join(state['busy'])}" if busy else "idle: no live job")
             last_busy = busy
         interval = max(0.05, float(config.get("interval_seconds") or DEFAULT_INTERVAL))
         if state["due"]:
             what = "down" if config.get("down") else "stop"
-            log("idle for %.1fs >= %.1fs: %s the cluster" % (state["idle_seconds"], state["threshold"], what))
+            log(
+                "idle for {:.1f}s >= {:.1f}s: {} the cluster".format(
+                    state["idle_seconds"], state["threshold"], what
+                )
+            )
             if act(home, config, log):
-                log("autostop done (%s)" % what)
+                log(f"autostop done ({what})")
                 return 0
             interval = max(interval, RETRY_SECONDS)
         deadline = time.monotonic() + interval
@@ -426,7 +431,7 @@ def running_pid(home: str) -> int | None:
 def _is_agent(pid: int) -> bool:
     """Whether `pid` is an autostop agent's ``run`` process (guards against reused pids)."""
     try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = f.read().split(b"\0")
     except OSError:
         return pid_alive(pid)  # no /proc: trust the pidfile
@@ -498,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         return run(home)
     handlers = {"start": cmd_start, "status": cmd_status, "stop": cmd_stop}
     if cmd not in handlers:
-        print("unknown subcommand %r" % cmd, file=sys.stderr)
+        print(f"unknown subcommand {cmd!r}", file=sys.stderr)
         return 2
     print(json.dumps(handlers[cmd](home)))
     return 0

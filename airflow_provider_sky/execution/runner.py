@@ -145,7 +145,9 @@ class SubprocessRunner:
         return p if os.path.isabs(p) else os.path.join(self.home, p)
 
     def node_spec(self) -> dict[str, Any]:
-        return {"kind": "local", "ip": self.node_ip, "home": self.home}
+        # A local node is its own little machine: `~` in a job is the node's directory, so jobs
+        # neither see nor litter the Airflow user's home, as on a fresh cloud VM.
+        return {"kind": "local", "ip": self.node_ip, "home": self.home, "env": {"HOME": self.home}}
 
     def run(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from functools import cached_property
 from typing import Any
@@ -11,6 +12,19 @@ from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_provider_sky.provision.core import SkyCore
 from airflow_provider_sky.provision.settings import SkySettings
+
+
+def connection_fields(conn: Any) -> dict[str, Any]:
+    """An Airflow connection as the plain mapping the core layers accept (secrets included, never logged)."""
+    return {
+        "conn_id": conn.conn_id,
+        "conn_type": conn.conn_type,
+        "host": conn.host,
+        "login": conn.login,
+        "password": conn.password,
+        "port": conn.port,
+        "extra": conn.extra_dejson if conn.extra else {},
+    }
 
 
 class SkyHook(BaseHook):
@@ -43,7 +57,11 @@ class SkyHook(BaseHook):
         for key, value in list(flat.items()):
             if isinstance(value, list):
                 flat[key] = ",".join(map(str, value))
-        return SkySettings.from_mapping(flat)
+        settings = SkySettings.from_mapping(flat)
+        if "ssh" in settings.enabled_clouds and settings.ssh_pool_conn_id:
+            pool = self.get_connection(settings.ssh_pool_conn_id)
+            settings = dataclasses.replace(settings, ssh_pool=connection_fields(pool))
+        return settings
 
     @cached_property
     def core(self) -> SkyCore:

@@ -14,6 +14,8 @@ from airflow.sdk import BaseOperator, conf
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_sky.hooks.sky import SkyHook
+from airflow_provider_sky.links.sky import SkyClusterLink
+from airflow_provider_sky.provision.console import console_url
 from airflow_provider_sky.provision.core import JobOutcome, Owner
 from airflow_provider_sky.provision.naming import cluster_name_for, validate_cluster_name
 from airflow_provider_sky.spec import SpecError, Task, load_tasks
@@ -52,6 +54,7 @@ class SkyTaskOperator(BaseOperator):
     template_fields: Sequence[str] = ("run", "setup", "envs", "cluster_name", "workdir")
     template_fields_renderers = {"run": "bash", "setup": "bash", "envs": "json"}
     ui_color = "#d7ecfb"
+    operator_extra_links = (SkyClusterLink(),)
     #: Whether a `run` command is mandatory (False for cluster-setup tasks).
     requires_run: bool = True
     #: Whether the task may launch a cluster (False: the cluster must already be UP).
@@ -285,6 +288,9 @@ class SkyTaskOperator(BaseOperator):
 
     def _finish(self, core: Any, name: str, job_id: int, task: Task, started: float) -> dict[str, Any]:
         outcome: JobOutcome = core.outcome(name, job_id)
+        cluster = outcome.cluster
+        extra = (cluster.handle or {}).get("extra", {}) if isinstance(cluster.handle, dict) else {}
+        self._sky_links = {"cluster": console_url(cluster.cloud, cluster.region, cluster.name, extra)}
         result = outcome.to_xcom()
         result["duration_s"] = round(time.time() - started, 3)
         if self._tear_down():

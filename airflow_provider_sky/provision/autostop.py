@@ -102,7 +102,9 @@ def _agent(runner: CommandRunner, command: str, timeout: float = 60.0) -> dict[s
     result = runner.run(argv, timeout=timeout)
     lines = [ln for ln in result.stdout.splitlines() if ln.strip()]
     if result.returncode != 0 or not lines:
-        raise RuntimeError(f"autostop agent {command!r} failed ({result.returncode}): {result.stderr[-2000:]}")
+        raise RuntimeError(
+            f"autostop agent {command!r} failed ({result.returncode}): {result.stderr[-2000:]}"
+        )
     return json.loads(lines[-1])
 
 
@@ -161,7 +163,11 @@ def ensure_autostop(cloud: Cloud, handle: ClusterHandle, config: AutostopConfig 
         return None
     action = autostop_action(cloud, handle, runners, config.down)
     if action is None:
-        log.warning("autostop is not supported on %s: cluster %s will not stop by itself", cloud.name, handle.cluster_name)
+        log.warning(
+            "autostop is not supported on %s: cluster %s will not stop by itself",
+            cloud.name,
+            handle.cluster_name,
+        )
         return None
     return install_autostop(runners, config, action, handle.cluster_name)
 
@@ -184,7 +190,9 @@ def agent_status(head: CommandRunner) -> dict[str, Any]:
 def read_autostop_log(head: CommandRunner, max_bytes: int = 65536) -> str:
     """The tail of the agent's decision log ("" when there is none)."""
     try:
-        return head.read_bytes(_sky_path(head, agent.LOG_FILE), -max_bytes, max_bytes).decode("utf-8", "replace")
+        return head.read_bytes(_sky_path(head, agent.LOG_FILE), -max_bytes, max_bytes).decode(
+            "utf-8", "replace"
+        )
     except FileNotFoundError:
         return ""
 
@@ -207,8 +215,10 @@ def refresh_cluster_status(core_or_store: Any, cloud: Cloud | None, name: str) -
         return record.status
     autostopped = record.autostop_idle_minutes is not None
     if cloud.find(name) is None:
-        reason = "gone from the cloud (autostop down)" if autostopped and record.autostop_down else (
-            "gone from the cloud"
+        reason = (
+            "gone from the cloud (autostop down)"
+            if autostopped and record.autostop_down
+            else ("gone from the cloud")
         )
         store.transition_cluster(name, ClusterStatus.TERMINATED, from_=record.status, status_reason=reason)
     else:
@@ -216,7 +226,9 @@ def refresh_cluster_status(core_or_store: Any, cloud: Cloud | None, name: str) -
         seen = status_of(name) if callable(status_of) else None
         if seen == "STOPPED" and record.status is ClusterStatus.UP:
             reason = "stopped by autostop" if autostopped else "stopped outside the broker"
-            store.transition_cluster(name, ClusterStatus.STOPPED, from_=ClusterStatus.UP, status_reason=reason)
+            store.transition_cluster(
+                name, ClusterStatus.STOPPED, from_=ClusterStatus.UP, status_reason=reason
+            )
         elif seen == "UP" and record.status is ClusterStatus.STOPPED:
             store.transition_cluster(name, ClusterStatus.UP, from_=ClusterStatus.STOPPED, status_reason=None)
     after = store.get_cluster(name)

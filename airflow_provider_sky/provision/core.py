@@ -114,12 +114,23 @@ class SkyCore:
     @classmethod
     def from_settings(cls, settings: SkySettings) -> SkyCore:
         """Build the store and the enabled clouds from settings."""
+        store = StateStore(settings.state_db_url)
         clouds: dict[str, Cloud] = {}
         for name in settings.enabled_clouds:
             if name == "local":
                 clouds[name] = LocalCloud(settings.local_dir)
-            # Other clouds register here as their modules land (ssh, aws, gcp, azure).
-        return cls(StateStore(settings.state_db_url), clouds, settings)
+            elif name == "ssh":
+                if not settings.ssh_pool:
+                    raise ConfigError(
+                        "cloud 'ssh' is enabled but no node pool is configured",
+                        cloud="ssh",
+                        fix="set ssh_pool_conn_id in the sky connection to a connection of type sky_ssh_pool",
+                    )
+                from airflow_provider_sky.clouds.ssh_pool import SshPoolCloud
+
+                clouds[name] = SshPoolCloud.from_connection(settings.ssh_pool, store=store)
+            # aws, gcp and azure register here as their modules land.
+        return cls(store, clouds, settings)
 
     # ---- placement ----------------------------------------------------------------------
     def _cloud(self, name: str | None) -> Cloud:

@@ -336,10 +336,10 @@ class _Failover:
                 )
             elif outcome.scope is not Scope.ZONE:
                 break
-        # Everything this placement covers has been tried: make sure the source moves on.
-        self.blocklist.add(
-            BlockEntry(p.cloud, p.region, p.zone, p.instance_type, p.use_spot, "all zones tried", "Exhausted")
-        )
+        if not self.blocklist.blocks_placement(p):  # everything it covers was tried: make the source move on
+            self.blocklist.add(
+                BlockEntry(p.cloud, p.region, p.zone, p.instance_type, p.use_spot, "all zones tried", "Exhausted")
+            )
         return None
 
     # ---- main loop --------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 KNOWN_CLOUDS = ("local", "ssh", "aws", "gcp", "azure")
 
@@ -23,6 +24,9 @@ class SkySettings:
     region_preferences: tuple[str, ...] = ()
     local_dir: str | None = None
     log_dir: str | None = None
+    #: Id of the `sky_ssh_pool` connection used when "ssh" is enabled, and its resolved fields.
+    ssh_pool_conn_id: str | None = None
+    ssh_pool: dict[str, Any] | None = field(default=None, compare=False, repr=False)
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -47,4 +51,5 @@ class SkySettings:
             region_preferences=_split(text("region_preferences")),
             local_dir=text("local_dir"),
             log_dir=text("log_dir"),
+            ssh_pool_conn_id=text("ssh_pool_conn_id"),
         )
