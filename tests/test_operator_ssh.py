@@ -74,5 +74,5 @@ def test_ssh_enabled_without_pool_is_a_clear_error(monkeypatch: pytest.MonkeyPat
         json.dumps({"conn_type": "sky", "extra": {"enabled_clouds": "ssh", "state_db_url": f"sqlite:///{tmp_path / 's.db'}"}}),
     )
     op = SkyTaskOperator(task_id="x", run="true", resources={"infra": "ssh"})
-    with pytest.raises(Exception, match="no node pool is configured.*ssh_pool_conn_id"):
+    with pytest.raises(Exception, match=r"no node pool is configured.*ssh_pool_conn_id"):
         op.execute(_context("x", TaskStateStore()))

@@ -11,8 +11,9 @@ worker that launched the cluster. Subcommands print one JSON line:
 
 Files under ``<home>/.sky/``: ``autostop.json`` (config, re-read every tick), ``autostop.pid``,
 ``autostop.lock``, ``autostop.log`` (its decisions). Config keys: ``idle_seconds``, ``down``,
-``interval_seconds``, ``startup_grace_seconds``, ``set_at`` (epoch seconds; the idle clock never
-starts before it, so re-installing resets the timer), ``cluster_name`` and ``action``:
+``interval_seconds``, ``startup_grace_seconds``, ``set_at`` (epoch seconds, stamped by ``start`` with
+the node's clock when the installer leaves it null; the idle clock never starts before it, so
+re-installing resets the timer), ``cluster_name`` and ``action``:
 
 - ``{"kind": "command", "command": "sudo shutdown -h now", "workers": [node_spec, ...]}``: run the
   command on each ssh worker (through the job driver's ssh files), then on this node. A cloud VM
@@ -384,10 +385,11 @@ def run(home: str) -> int:
             return 0
         key = (config.get("idle_seconds"), bool(config.get("down")), config.get("set_at"))
         if key != last_key:
+            mode = "down" if config.get("down") else "stop"
+            every = config.get("interval_seconds", DEFAULT_INTERVAL)
             log(
-                "config: idle {}s, {}, interval {}s, set at {}".format(config["idle_seconds"], "down" if config.get("down") else "stop",
-                   config.get("interval_seconds", DEFAULT_INTERVAL), config.get("set_at"))
-            )  # fmt: skip
+                f"config: idle {config['idle_seconds']}s, {mode}, interval {every}s, set at {config.get('set_at')}"
+            )
             last_key = key
         state = idle_state(home, config)
         busy = bool(state["busy"])
@@ -397,11 +399,7 @@ def run(home: str) -> int:
         interval = max(0.05, float(config.get("interval_seconds") or DEFAULT_INTERVAL))
         if state["due"]:
             what = "down" if config.get("down") else "stop"
-            log(
-                "idle for {:.1f}s >= {:.1f}s: {} the cluster".format(
-                    state["idle_seconds"], state["threshold"], what
-                )
-            )
+            log(f"idle for {state['idle_seconds']:.1f}s >= {state['threshold']:.1f}s: {what} the cluster")
             if act(home, config, log):
                 log(f"autostop done ({what})")
                 return 0

@@ -215,11 +215,7 @@ def refresh_cluster_status(core_or_store: Any, cloud: Cloud | None, name: str) -
         return record.status
     autostopped = record.autostop_idle_minutes is not None
     if cloud.find(name) is None:
-        reason = (
-            "gone from the cloud (autostop down)"
-            if autostopped and record.autostop_down
-            else ("gone from the cloud")
-        )
+        reason = "gone from the cloud" + (" (autostop down)" if autostopped and record.autostop_down else "")
         store.transition_cluster(name, ClusterStatus.TERMINATED, from_=record.status, status_reason=reason)
     else:
         status_of = getattr(cloud, "status", None)
