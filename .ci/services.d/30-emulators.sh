@@ -12,13 +12,15 @@ PKG="$DIR/azurite/node_modules/azurite/package.json"
 
 have_version() {
   [ -x "$BIN" ] && [ -f "$PKG" ] &&
-    grep -q "\"version\": *\"$AZURITE_VERSION\"" "$PKG"
+    grep -q "\"version\": *\"$AZURITE_VERSION\"" "$PKG" &&
+    "$BIN" --version >/dev/null 2>&1   # a half-copied install is not an install
 }
 
 if have_version; then
   echo "azurite $AZURITE_VERSION: already installed in $DIR/azurite"
 else
   command -v npm >/dev/null || { echo "npm is required to install Azurite" >&2; exit 1; }
+  rm -rf "$DIR/azurite"
   mkdir -p "$DIR/azurite"
   npm install --silent --no-audit --no-fund --no-save --prefix "$DIR/azurite" "azurite@$AZURITE_VERSION"
   have_version || { echo "azurite install did not produce $BIN" >&2; exit 1; }
