@@ -29,6 +29,16 @@ _SKY_CONN_FIELDS: dict[str, Any] = {
         "description": "Id of a sky_ssh_pool connection; used when 'ssh' is in enabled clouds.",
         "schema": {"type": ["string", "null"]},
     },
+    "aws_conn_id": {
+        "label": "AWS connection",
+        "description": "Id of an Airflow aws connection for EC2 (empty: boto3's default credential chain).",
+        "schema": {"type": ["string", "null"]},
+    },
+    "retry_until_up": {
+        "label": "Retry until up",
+        "description": "Keep retrying every placement (with backoff) until a launch succeeds or times out.",
+        "schema": {"type": ["boolean", "null"]},
+    },
     "local_dir": {
         "label": "Local backend directory",
         "description": "Where the embedded local backend keeps clusters. Empty: $AIRFLOW_HOME/sky/local.",

@@ -39,6 +39,7 @@ CPU8 = {"cpus": "8+"}
 def dag(kind: str, n: int, data: bool, seed: int = 0) -> list[dict]:
     """Tasks as plain dicts: name, resources, depends_on, outputs_gb."""
     rng = random.Random(seed)
+    sizes = random.Random(seed + 1)  # separate stream: the same DAG with and without data
     out = []
     for i in range(n):
         if kind == "chain":
@@ -49,7 +50,7 @@ def dag(kind: str, n: int, data: bool, seed: int = 0) -> list[dict]:
         else:  # random mixed DAG
             res = rng.choice([V100, CPU8, {"accelerators": "A100:8"}, {"cpus": "4+", "memory": "32+"}])
             deps = sorted({f"t{rng.randrange(i)}" for _ in range(rng.randint(1, 3))}) if i else []
-        gb = rng.choice([1, 10, 100]) if data else 0
+        gb = sizes.choice([1, 10, 100]) if data else 0
         out.append({"name": f"t{i}", "resources": res, "depends_on": deps, "outputs_gb": gb})
     return out
 

@@ -15,6 +15,7 @@ from airflow_provider_sky.clouds.local import LocalCloud, kill_processes_under
 from airflow_provider_sky.execution import autostop_agent as agent
 from airflow_provider_sky.execution import jobs
 from airflow_provider_sky.execution.job_driver import pid_alive
+from airflow_provider_sky.execution.runner import SubprocessRunner
 from airflow_provider_sky.provision import autostop as au
 from airflow_provider_sky.state import ClusterStatus, StateStore
 
@@ -230,3 +231,46 @@ def test_from_spec():
     cfg = au.AutostopConfig.from_spec(Autostop(10, down=True), interval_seconds=5)
     assert cfg.effective_idle_seconds == 600 and cfg.down and cfg.interval_seconds == 5
     assert au.AutostopConfig(0.05).effective_idle_seconds == pytest.approx(3.0)
+
+
+def test_teardown_kills_the_agent_and_a_new_version_replaces_the_old(cloud):
+    handle = cloud.launch("as-ver", 1, None)
+    head = cloud.runners(handle)[0]
+    old_path = Path(head.home, ".sky", "bin", "autostop_agent-old.py")
+    old_path.parent.mkdir(parents=True, exist_ok=True)
+    old_path.write_text(Path(agent.__file__).read_text() + "\n# an older release\n")
+    head.write_text(".sky/" + agent.CONFIG_FILE, json.dumps({"idle_seconds": 3600, "interval_seconds": 0.2}))
+    old = json.loads(head.run([head.python, "-I", "-S", str(old_path), "start", head.home]).stdout)
+    wait_for(lambda: agent.running_pid(head.home) == old["pid"])
+    new = au.ensure_autostop(cloud, handle, config(3600))
+    assert new is not None and new.started and new.pid != old["pid"]
+    wait_for(lambda: not pid_alive(old["pid"]))
+    cloud.terminate(handle)  # the backend's teardown takes the agent with it
+    wait_for(lambda: not pid_alive(new.pid))
+
+
+def test_concurrent_installs_leave_one_agent(cloud):
+    from concurrent.futures import ThreadPoolExecutor
+
+    handle = cloud.launch("as-many", 1, None)
+    with ThreadPoolExecutor(4) as pool:
+        infos = list(pool.map(lambda _: au.ensure_autostop(cloud, handle, config(3600)), range(4)))
+    home = cloud.runners(handle)[0].home
+
+    def agents():
+        return [p for p in agent._marked_pids(home) if agent._is_agent(p) and pid_alive(p)]
+
+    wait_for(lambda: len(agents()) == 1)
+    assert {i.pid for i in infos} == set(agents())
+
+
+def test_release_action_ends_jobs_and_leaves_a_marker(tmp_path):
+    home = tmp_path / "pool-node"
+    head = SubprocessRunner(home)
+    jobs.submit_job(head, 1, "sleep 60")
+    wait_for(lambda: jobs.job_status(head, 1).status is jobs.JobStatus.RUNNING)
+    cfg = {"idle_seconds": 0, "action": {"kind": "release", "grace": 1}, "down": False}
+    assert agent.act(str(home), cfg, agent.Log(str(home)))
+    assert jobs.job_status(head, 1).finished
+    assert json.loads((home / ".sky" / agent.RELEASE_MARKER).read_text())["down"] is False
+    assert marked(str(home)) == []

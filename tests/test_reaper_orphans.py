@@ -196,3 +196,16 @@ def test_maintenance_dag_parses():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.dag.dag_id == "sky_maintenance" and set(module.dag.task_dict) == {"reap_orphans"}
+
+
+def test_other_cloud_rows_are_never_touched(env):
+    handle = env.cloud.launch("moved", 1, None, labels=labels("moved"))
+    env.store.upsert_cluster("moved", cloud="aws", status=ClusterStatus.INIT)  # failover mid-way
+    now = datetime.now(UTC) + LATER
+    assert reaper.find_orphans(env.store, env.core.clouds, now) == []
+    env.store.transition_cluster("moved", ClusterStatus.UP)  # it came up on aws: the local one is left over
+    report = reaper.reap(env.store, env.core.clouds, now, dry_run=False)
+    assert report.terminated == ["moved"] and "leftover" in report.orphans[0].reason
+    assert env.cloud.find(handle.cluster_name) is None
+    row = env.store.get_cluster("moved")
+    assert row.cloud == "aws" and row.status is ClusterStatus.UP

@@ -463,7 +463,12 @@ class AwsCloud(Cloud):
             if api_error:  # the waiter's describe call failed (throttling, credentials ...)
                 status = (last.get("ResponseMetadata") or {}).get("HTTPStatusCode")
                 raise classify_code(
-                    api_error.get("Code"), api_error.get("Message") or "", status=status, **where
+                    api_error.get("Code"),
+                    api_error.get("Message") or "",
+                    status=status,
+                    region=region,
+                    zone=zone,
+                    instance_type=instance_type,
                 ) from exc
             if last is None:
                 raise classify_aws_error(exc, region=region, zone=zone, instance_type=instance_type) from exc

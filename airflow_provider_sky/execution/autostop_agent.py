@@ -18,6 +18,8 @@ re-installing resets the timer), ``cluster_name`` and ``action``:
 - ``{"kind": "command", "command": "sudo shutdown -h now", "workers": [node_spec, ...]}``: run the
   command on each ssh worker (through the job driver's ssh files), then on this node. A cloud VM
   turns the shutdown into stop or terminate according to its shutdown behaviour.
+- ``{"kind": "release", "grace": s}``: a shared host (SSH pool) is never shut down; end this
+  node's jobs and processes and write ``autostopped.json`` for the broker to free the allocation.
 - ``{"kind": "local", "cluster_dir": ..., "lock_file": ..., "grace": s}``: the embedded backend.
   Cancel every job of every node, kill the cluster's processes (except this agent), then mark
   ``cluster.json`` STOPPED, or with ``down`` remove the cluster directory.
@@ -49,6 +51,7 @@ PID_FILE = "autostop.pid"
 LOCK_FILE = "autostop.lock"
 LOG_FILE = "autostop.log"
 AGENT_OUT = "autostop.out"
+RELEASE_MARKER = "autostopped.json"
 
 #: Same marker as `job_driver.NODE_HOME_ENV`: every process started for a node carries it.
 NODE_HOME_ENV = "SKY_AIRFLOW_NODE_HOME"
@@ -344,6 +347,21 @@ def action_local(action: dict[str, Any], down: bool, log: Log) -> bool:
             lock.close()
 
 
+def action_release(home: str, action: dict[str, Any], down: bool, log: Log) -> bool:
+    """Shared hosts (SSH pools): end this node's jobs and processes, leave a marker for the broker.
+
+    The host itself keeps running; the broker sees ``autostopped.json`` (through the cloud's
+    ``status``) and frees the allocation in its state store.
+    """
+    grace = float(action.get("grace", 5.0))
+    _kill_jobs(home, grace)
+    _kill_marked(home, grace)
+    marker = _sky(home, RELEASE_MARKER)
+    write_atomic(marker, json.dumps({"at": time.time(), "down": down}), 0o644)
+    log(f"jobs ended, wrote {marker}: the broker frees the allocation")
+    return True
+
+
 def act(home: str, config: dict[str, Any], log: Log) -> bool:
     """Carry out the configured action; True when the node should be (or is) going away."""
     action = config.get("action") or {}
@@ -353,6 +371,8 @@ def act(home: str, config: dict[str, Any], log: Log) -> bool:
         return action_local(action, down, log)
     if kind == "command":
         return action_command(home, action, log)
+    if kind == "release":
+        return action_release(home, action, down, log)
     log(f"no usable action configured ({kind!r}): not stopping")
     return False
 
@@ -366,10 +386,15 @@ def run(home: str) -> int:
     """Agent loop: hold the lock, re-read the config every tick, act once idle long enough."""
     os.makedirs(os.path.join(home, SKY_DIR), exist_ok=True)
     lock = open(_lock_path(home), "a")  # noqa: SIM115 - held for the process lifetime
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return 0  # another agent runs for this node
+    deadline = time.monotonic() + 2.0  # `status` probes the lock briefly: do not mistake it for an agent
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                return 0  # another agent runs for this node
+            time.sleep(0.05)
     log = Log(home)
     write_atomic(_sky(home, PID_FILE), f"{os.getpid()}\n", 0o644)
     stop = []
@@ -477,6 +502,11 @@ def cmd_start(home: str) -> dict[str, Any]:
         )
     finally:
         os.close(out_fd)
+    deadline = time.monotonic() + 10.0  # return once it holds the lock: sequential starts never race
+    while proc.poll() is None and running_pid(home) != proc.pid and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if proc.returncode is not None:  # lost the lock to a concurrent start: report the winner
+        return {"pid": running_pid(home), "started": False}
     proc.returncode = 0  # never waited for: it outlives us
     return {"pid": proc.pid, "started": True}
 

@@ -27,6 +27,19 @@ def connection_fields(conn: Any) -> dict[str, Any]:
     }
 
 
+def aws_session_kwargs(conn: Any) -> dict[str, Any]:
+    """boto3 session arguments (and an endpoint override) from an Airflow `aws` connection."""
+    extra = conn.extra_dejson if conn.extra else {}
+    return {
+        "aws_access_key_id": conn.login or extra.get("aws_access_key_id"),
+        "aws_secret_access_key": conn.password or extra.get("aws_secret_access_key"),
+        "aws_session_token": extra.get("aws_session_token"),
+        "region_name": extra.get("region_name"),
+        "profile_name": extra.get("profile_name"),
+        "endpoint_url": extra.get("endpoint_url"),
+    }
+
+
 class SkyHook(BaseHook):
     """Access to the Sky broker configured by a `sky` connection.
 
@@ -61,6 +74,8 @@ class SkyHook(BaseHook):
         if "ssh" in settings.enabled_clouds and settings.ssh_pool_conn_id:
             pool = self.get_connection(settings.ssh_pool_conn_id)
             settings = dataclasses.replace(settings, ssh_pool=connection_fields(pool))
+        if "aws" in settings.enabled_clouds and settings.aws_conn_id:
+            settings = dataclasses.replace(settings, aws=aws_session_kwargs(self.get_connection(settings.aws_conn_id)))
         return settings
 
     @cached_property

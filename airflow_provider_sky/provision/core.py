@@ -20,6 +20,8 @@ from airflow_provider_sky.clouds.errors import ConfigError, ProvisionError
 from airflow_provider_sky.clouds.local import LocalCloud
 from airflow_provider_sky.execution import jobs
 from airflow_provider_sky.execution.logs import LogTailer
+from airflow_provider_sky.provision.failover import launch_with_failover
+from airflow_provider_sky.provision.placement import Placement, ordered_source, placements_from_resources
 from airflow_provider_sky.provision.settings import SkySettings
 from airflow_provider_sky.spec import Task
 from airflow_provider_sky.spec.file_mounts import is_bucket_uri
@@ -129,7 +131,19 @@ class SkyCore:
                 from airflow_provider_sky.clouds.ssh_pool import SshPoolCloud
 
                 clouds[name] = SshPoolCloud.from_connection(settings.ssh_pool, store=store)
-            # aws, gcp and azure register here as their modules land.
+            elif name == "aws":
+                from airflow_provider_sky.clouds.aws import AwsCloud
+
+                aws = dict(settings.aws or {})
+                owners = [o.strip() for o in settings.extra.get("aws_image_owners", "").split(",") if o.strip()]
+                clouds[name] = AwsCloud(
+                    session_kwargs={k: v for k, v in aws.items() if k != "endpoint_url" and v},
+                    endpoint_url=aws.get("endpoint_url") or settings.extra.get("aws_endpoint_url"),
+                    regions=[r for r in settings.region_preferences if "-" in r] or None,
+                    image_id=settings.extra.get("aws_image_id"),
+                    **({"image_owners": owners} if owners else {}),
+                )
+            # gcp and azure register here as their modules land.
         return cls(store, clouds, settings)
 
     # ---- placement ----------------------------------------------------------------------
@@ -185,8 +199,13 @@ class SkyCore:
             )
         return record
 
-    def launch(self, task: Task, cluster_name: str, owner: Owner | None = None) -> LaunchResult:
-        """Reuse a live cluster of that name (if it fits) or launch it; records every attempt."""
+    def launch(
+        self, task: Task, cluster_name: str, owner: Owner | None = None, preferred: Any = None
+    ) -> LaunchResult:
+        """Reuse a live cluster of that name (if it fits) or launch it with failover.
+
+        `preferred` is the plan's placement for this task (tried first). Every attempt is recorded.
+        """
         owner = owner or Owner()
         record = self.store.get_cluster(cluster_name)
         if record is not None and record.status in (ClusterStatus.UP, ClusterStatus.STOPPED):
@@ -202,11 +221,11 @@ class SkyCore:
             self.store.transition_cluster(
                 cluster_name, ClusterStatus.TERMINATED, status_reason="vanished from the cloud"
             )
-        cloud = self.choose_cloud(task)
         res = task.resources
         autostop = res.autostop
+        first_cloud = self.choose_cloud(task)  # clear error when the pinned cloud is not enabled
         fields = {
-            "cloud": cloud.name,
+            "cloud": first_cloud.name,
             "region": res.region,
             "zone": res.zone,
             "instance_type": res.instance_type,
@@ -223,49 +242,34 @@ class SkyCore:
         }
         self.store.upsert_cluster(cluster_name, **fields)
         try:
-            handle = cloud.launch(
+            handle, attempts = launch_with_failover(
                 cluster_name,
                 task.num_nodes,
-                res,
-                region=res.region,
-                zone=res.zone,
-                instance_type=res.instance_type,
-                use_spot=bool(res.use_spot),
+                self.placement_source(task, preferred),
+                self.clouds,
+                self.store,
+                resources=res,
                 labels=self._labels(cluster_name, owner),
+                max_attempts=self.settings.max_launch_attempts,
+                total_timeout=self.settings.launch_timeout_seconds,
+                retry_until_up=self.settings.retry_until_up,
+                on_attempt=lambda a: log.info("launch attempt %s", a.describe()),
             )
-        except Exception as exc:
-            error = exc if isinstance(exc, ProvisionError) else cloud.classify_error(exc)
-            self.store.record_attempt(
-                cluster_name,
-                outcome="failed",
-                cloud=cloud.name,
-                region=res.region,
-                zone=res.zone,
-                instance_type=res.instance_type,
-                error_class=error,
-            )
-            self._cleanup_partial(cloud, cluster_name)
-            self.store.transition_cluster(cluster_name, ClusterStatus.TERMINATED, status_reason=str(error))
-            if error is exc:
-                raise
-            raise error from exc
-        self.store.record_attempt(
-            cluster_name,
-            outcome="launched",
-            cloud=cloud.name,
-            region=handle.region,
-            zone=handle.zone,
-            instance_type=handle.instance_type,
-        )
+        except ProvisionError as exc:
+            self.store.transition_cluster(cluster_name, ClusterStatus.TERMINATED, status_reason=str(exc))
+            raise
+        cloud = self.clouds[handle.cloud]
         self.store.transition_cluster(
             cluster_name,
             ClusterStatus.UP,
             from_=ClusterStatus.INIT,
             handle=handle.to_json(),
+            cloud=handle.cloud,
             region=handle.region,
             zone=handle.zone,
             instance_type=handle.instance_type,
-            hourly_price=self._hourly_price(cloud, handle),
+            use_spot=bool(handle.extra.get("use_spot", res.use_spot)),
+            hourly_price=self._hourly_price(cloud, handle, attempts),
         )
         self.store.touch_cluster(cluster_name)
         record = self.store.get_cluster(cluster_name)
@@ -281,18 +285,24 @@ class SkyCore:
         return labels
 
     @staticmethod
-    def _hourly_price(cloud: Cloud, handle: ClusterHandle) -> float:
+    def _hourly_price(cloud: Cloud, handle: ClusterHandle, attempts: list[Any]) -> float:
+        """Price per node-hour: what the cloud reports, else what the placement that worked said."""
         price = handle.extra.get("hourly_price")
+        if price is None and attempts:
+            price = attempts[-1].hourly_price
         return float(price) if price is not None else 0.0
 
-    @staticmethod
-    def _cleanup_partial(cloud: Cloud, cluster_name: str) -> None:
-        try:
-            partial = cloud.find(cluster_name)
-            if partial is not None:
-                cloud.terminate(partial)
-        except Exception:  # cleanup must not hide the launch error
-            log.exception("could not clean up partial cluster %s", cluster_name)
+    def placement_source(self, task: Task, preferred: Any = None) -> Any:
+        """Best-first placements for a task: the plan's choice first, then the task's own candidates.
+
+        Returns a callable ``next_placement(blocklist)`` for `launch_with_failover`.
+        """
+        default = self.choose_cloud(task).name
+        items: list[Placement] = []
+        if preferred is not None:
+            items.append(Placement.coerce(preferred))
+        items += placements_from_resources(task.resources.candidates(), default)
+        return ordered_source(items)
 
     def down(self, cluster_name: str) -> bool:
         """Terminate a cluster (all its jobs are cancelled); True when something was torn down."""

@@ -233,7 +233,15 @@ def find_orphans(
         for item in managed:
             record = store.get_cluster(item.name)
             if record is not None and record.cloud not in (None, item.cloud):
-                record = None  # the name belongs to a cluster on another cloud: this one is unknown
+                # The row is a cluster of that name on another cloud. While it is INIT, failover may
+                # be mid-way (the row names the first cloud tried); otherwise this is a leftover.
+                if record.status is ClusterStatus.INIT:
+                    reason = orphan_reason(item, record, [], now, grace, min_age, init_timeout, cloud)
+                else:
+                    reason = f"leftover: the state store places {item.name} on {record.cloud}"
+                if reason:
+                    orphans.append(Orphan(item, reason, None))  # never touch the other cluster's row
+                continue
             job_records = store.list_jobs(cluster_name=item.name) if record is not None else []
             reason = orphan_reason(item, record, job_records, now, grace, min_age, init_timeout, cloud)
             if reason:
@@ -248,7 +256,7 @@ def _terminate(store: StateStore, cloud: Cloud, orphan: Orphan) -> None:
         cloud.terminate(handle)
     reason = f"reaped by gc: {orphan.reason}"
     if orphan.record is None:
-        if store.get_cluster(item.name) is not None:  # the name is another cloud's cluster: keep its row
+        if store.get_cluster(item.name) is not None:  # the row is another cloud's cluster: keep it
             return
         store.upsert_cluster(
             item.name,

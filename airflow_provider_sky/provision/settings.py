@@ -27,6 +27,13 @@ class SkySettings:
     #: Id of the `sky_ssh_pool` connection used when "ssh" is enabled, and its resolved fields.
     ssh_pool_conn_id: str | None = None
     ssh_pool: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    #: Failover limits for one launch.
+    max_launch_attempts: int = 30
+    launch_timeout_seconds: float = 3600.0
+    retry_until_up: bool = False
+    #: Id of the Airflow `aws` connection for EC2 (None: boto3's default chain), and its resolved fields.
+    aws_conn_id: str | None = None
+    aws: dict[str, Any] | None = field(default=None, compare=False, repr=False)
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -52,4 +59,9 @@ class SkySettings:
             local_dir=text("local_dir"),
             log_dir=text("log_dir"),
             ssh_pool_conn_id=text("ssh_pool_conn_id"),
+            aws_conn_id=text("aws_conn_id"),
+            max_launch_attempts=int(text("max_launch_attempts") or 30),
+            launch_timeout_seconds=float(text("launch_timeout_seconds") or 3600),
+            retry_until_up=(text("retry_until_up") or "false").lower() in ("1", "true", "yes"),
+            extra={k: str(v) for k, v in values.items() if k.startswith(("aws_", "gcp_", "azure_")) and v},
         )
