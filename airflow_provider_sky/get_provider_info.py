@@ -96,7 +96,14 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {"integration-name": "Sky", "python-modules": ["airflow_provider_sky.operators.sky"]}
         ],
-        "hooks": [{"integration-name": "Sky", "python-modules": ["airflow_provider_sky.hooks.sky", "airflow_provider_sky.hooks.ssh_pool"]}],
+        "hooks": [{"integration-name": "Sky", "python-modules": ["airflow_provider_sky.hooks.sky", "airflow_provider_sky.hooks.ssh_pool", "airflow_provider_sky.hooks.storage"]}],
+        "transfers": [
+            {
+                "source-integration-name": "Sky",
+                "target-integration-name": "Sky",
+                "python-module": "airflow_provider_sky.transfers.sky_storage",
+            }
+        ],
         "triggers": [{"integration-name": "Sky", "python-modules": ["airflow_provider_sky.triggers.sky"]}],
         "extra-links": ["airflow_provider_sky.links.sky.SkyClusterLink"],
         "task-decorators": [{"name": "sky", "class-name": "airflow_provider_sky.decorators.sky.sky_task"}],

@@ -217,7 +217,10 @@ def test_action_choice_per_backend(cloud):
     assert act == {"kind": "command", "command": au.SHUTDOWN_COMMAND,
                    "workers": [{"kind": "ssh", "host": "h1", "user": "u", "rank": 1}]}  # fmt: skip
     assert calls == [True]
-    assert au.autostop_action(SimpleNamespace(name="ssh"), handle, [Node("h0")], down=False) is None
+    assert (
+        au.autostop_action(SimpleNamespace(name="ssh"), handle, [Node("h0")], down=False)["kind"] == "release"
+    )
+    assert au.autostop_action(SimpleNamespace(name="gcp-tpu"), handle, [Node("h0")], down=False) is None
     custom = SimpleNamespace(name="ssh", autostop_action=lambda h, down: {"kind": "command", "command": "x"})
     assert au.autostop_action(custom, handle, [], down=False)["command"] == "x"
     argv = agent._ssh_argv("/home/u", {"host": "10.0.0.2", "user": "u", "port": 2222}, "sudo shutdown -h now")
@@ -274,3 +277,22 @@ def test_release_action_ends_jobs_and_leaves_a_marker(tmp_path):
     assert jobs.job_status(head, 1).finished
     assert json.loads((home / ".sky" / agent.RELEASE_MARKER).read_text())["down"] is False
     assert marked(str(home)) == []
+
+
+def test_refresh_frees_a_released_pool_cluster(tmp_path):
+    from types import SimpleNamespace
+
+    from airflow_provider_sky.clouds.base import ClusterHandle
+
+    head = SubprocessRunner(tmp_path / "host")
+    handle = ClusterHandle("ssh", "pool-c", None, None, None, 1)
+    freed = []
+    pool = SimpleNamespace(
+        name="ssh", find=lambda n: handle, runners=lambda h: [head], terminate=lambda h: freed.append(h)
+    )
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    store.upsert_cluster("pool-c", cloud="ssh", status=ClusterStatus.UP, autostop_idle_minutes=1)
+    assert au.refresh_cluster_status(store, pool, "pool-c") is ClusterStatus.UP and not freed
+    head.write_text(f".sky/{agent.RELEASE_MARKER}", "{}")
+    assert au.refresh_cluster_status(store, pool, "pool-c") is ClusterStatus.TERMINATED
+    assert freed == [handle] and store.get_cluster("pool-c").status_reason == "released by autostop"

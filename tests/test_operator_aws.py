@@ -78,3 +78,40 @@ def test_region_out_of_capacity_ends_with_every_attempt_listed(aws_connections: 
     assert "us-east-1b" in str(info.value)
     assert aws_connections.live_instances("aws-fo-2", REGIONS) == []
     assert SkyHook().core.store.get_cluster("aws-fo-2").status is ClusterStatus.TERMINATED
+
+
+def test_dag_run_is_planned_once_and_tasks_launch_where_the_plan_says(aws_connections: MotoEc2) -> None:
+    import pendulum
+    from airflow.sdk import DAG
+
+    with DAG("planned", schedule=None, start_date=pendulum.datetime(2026, 1, 1)) as dag:
+        prep = SkyLaunchClusterOperator(
+            task_id="prep", cluster_name="plan-prep", resources={"infra": "aws", "cpus": "2+", "memory": "4+"}
+        )
+        train = SkyLaunchClusterOperator(
+            task_id="train", cluster_name="plan-train", resources={"infra": "aws/us-west-2", "cpus": "4+"}
+        )
+        prep >> train
+    core = SkyHook().core
+    results = {}
+    for op in (prep, train):
+        ctx = _context(op.task_id, TaskStateStore(), run_id="manual__planned")
+        ctx["ti"].dag_id = "planned"
+        ctx["dag"] = dag
+        results[op.task_id] = op.execute(ctx)
+    record = core.store.get_plan_record("planned", "manual__planned")
+    assert record is not None and record.version == 1  # computed once, reused by the second task
+    plan = record.plan
+    assert set(plan["tasks"]) == {"prep", "train"}
+    for task_id, result in results.items():
+        placed = plan["tasks"][task_id]
+        assert (result["cloud"], result["region"], result["instance_type"]) == (
+            placed["cloud"],
+            placed["region"],
+            placed["instance_type"],
+        )
+        assert result["hourly_price"] == pytest.approx(placed["hourly_price"])
+    assert results["train"]["region"] == "us-west-2"
+    for name in ("plan-prep", "plan-train"):
+        core.down(name)
+        assert aws_connections.live_instances(name, REGIONS) == []

@@ -190,3 +190,47 @@ def test_exec_on_a_missing_cluster_fails_clearly(sky_env: SkyCore) -> None:
         op.execute(_context("e", TaskStateStore()))
     with pytest.raises(SpecError, match="setup"):
         SkyExecOperator(task_id="e", cluster_name="nowhere-1", run="true", setup="pip install x")
+
+
+def test_keep_warm_keeps_for_a_soon_next_run_and_downs_for_a_far_one(sky_env: SkyCore) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from airflow_provider_sky.provision.autostop import agent_status
+
+    task = Task(name="warm", run="true")
+    for name, gap, keep in (("warm-soon", timedelta(seconds=30), True), ("warm-far", timedelta(hours=23), False)):
+        sky_env.launch(task, name, Owner("kw", "r1", "t"))
+        sky_env.store.update_cluster(name, hourly_price=2.0)  # the local backend is free; price it like a VM
+        decision = sky_env.keep_warm_or_down(name, datetime.now(UTC) + gap, "kw")
+        assert decision.keep is keep, decision
+        record = sky_env.store.get_cluster(name)
+        if keep:
+            assert record.status is ClusterStatus.UP and record.autostop_down is True
+            head = sky_env.clouds["local"].runners(sky_env.clouds["local"].find(name))[0]
+            assert agent_status(head)["running"], "a kept cluster must carry a safety autostop agent"
+            sky_env.down(name)
+        else:
+            assert record.status is ClusterStatus.TERMINATED
+    assert "break-even" in decision.reason or decision.numbers
+
+
+def test_keep_warm_needs_a_named_cluster() -> None:
+    with pytest.raises(SpecError, match="keep_warm"):
+        SkyTaskOperator(task_id="x", run="true", keep_warm=True)
+
+
+def test_autostop_from_the_spec_installs_the_agent_on_launch(sky_env: SkyCore) -> None:
+    from airflow_provider_sky.provision.autostop import agent_status
+
+    op = SkyTaskOperator(
+        task_id="auto", run="true", cluster_name="auto-1", resources={"autostop": {"idle_minutes": 7}}, poll_interval=0.1
+    )
+    result = op.execute(_context("auto", TaskStateStore()))
+    assert result["torn_down"] is False
+    assert result["launch_attempts"][-1]["outcome"] == "launched"
+    record = sky_env.store.get_cluster("auto-1")
+    assert record.autostop_idle_minutes == 7
+    head = sky_env.clouds["local"].runners(sky_env.clouds["local"].find("auto-1"))[0]
+    status = agent_status(head)
+    assert status["running"] and float(status["config"]["idle_seconds"]) == 7 * 60
+    sky_env.down("auto-1")

@@ -153,12 +153,25 @@ def test_cloud_without_listing_is_skipped(env):
         def list_managed(self):
             return [
                 reaper.ManagedCluster("aws", "x", labels("x")),
-                reaper.ManagedCluster("aws", "y", {"sky-managed-by": "someone-else"}),
+                {"name": "y", "labels": {"sky-managed-by": "someone-else"}},
+                {
+                    "name": "z",
+                    "labels": labels("z"),
+                    "handle": {
+                        "cloud": "aws",
+                        "cluster_name": "z",
+                        "region": "us-east-1",
+                        "zone": None,
+                        "instance_type": "m5.large",
+                        "num_nodes": 1,
+                    },
+                },
             ]
 
     assert isinstance(Lister(), reaper.ManagedLister)
     orphans = reaper.find_orphans(env.store, {"aws": Lister()}, datetime.now(UTC))
-    assert [o.cluster.name for o in orphans] == ["x"]
+    assert [o.cluster.name for o in orphans] == ["x", "z"]
+    assert orphans[1].cluster.cloud == "aws" and orphans[1].cluster.handle.region == "us-east-1"
 
 
 def test_gc_cli(env, monkeypatch):

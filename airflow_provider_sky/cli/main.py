@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
+from airflow_provider_sky.cli.gc import add_gc_parser
 from airflow_provider_sky.provision.core import SkyCore
 from airflow_provider_sky.provision.settings import SkySettings
 from airflow_provider_sky.spec import SpecError, load_tasks
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--minimize", choices=("cost", "time"), default=None)
     plan.add_argument("--json", action="store_true", help="machine-readable output")
     plan.set_defaults(func=cmd_plan)
+    add_gc_parser(sub)
     return parser
 
 

@@ -97,6 +97,7 @@ class AwsCloud(Cloud):
         self._lock = threading.RLock()
         self._clients: dict[tuple[str, bool], Any] = {}
         self._zones: dict[str, list[str]] = {}
+        self._zone_ids: dict[str, dict[str, str]] = {}
         self._prepared: dict[str, tuple[str, str]] = {}  # region -> (key name, security group id)
         self._images: dict[tuple[str, str], tuple[str, str | None]] = {}
 
@@ -149,9 +150,20 @@ class AwsCloud(Cloud):
         ]
         found = self._call(lambda: ec2.describe_availability_zones(Filters=filters), region=region)
         zones = sorted(z["ZoneName"] for z in found["AvailabilityZones"])
+        ids = {z["ZoneId"]: z["ZoneName"] for z in found["AvailabilityZones"] if z.get("ZoneId")}
         with self._lock:
             self._zones[region] = zones
+            self._zone_ids[region] = ids
         return list(zones)
+
+    def zone_name(self, region: str, zone: str | None) -> str | None:
+        """A zone name for `zone`, which may be a zone ID (``use1-az2``, as in catalogs; the
+        ID-to-name mapping differs per account, so it is looked up in this account)."""
+        if not zone or zone.startswith(region):
+            return zone
+        self.zones(region)
+        with self._lock:
+            return self._zone_ids.get(region, {}).get(zone, zone)
 
     # ---- prerequisites ----------------------------------------------------------------------
     def key_path(self) -> Path:
@@ -330,7 +342,7 @@ class AwsCloud(Cloud):
         not repeat for a cluster name (EC2 keeps tokens of terminated launches); None = a fresh token.
         """
         region = region or getattr(resources, "region", None) or self.default_region
-        zone = zone or getattr(resources, "zone", None)
+        zone = self.zone_name(region, zone or getattr(resources, "zone", None))
         instance_type = instance_type or getattr(resources, "instance_type", None)
         use_spot = bool(use_spot or getattr(resources, "use_spot", False))
         where = {"cloud": AWS, "region": region, "zone": zone, "instance_type": instance_type}

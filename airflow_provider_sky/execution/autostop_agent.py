@@ -484,6 +484,8 @@ def cmd_start(home: str) -> dict[str, Any]:
     if config is not None and config.get("set_at") is None:  # stamp with the node's own clock
         config["set_at"] = time.time()
         write_atomic(_sky(home, CONFIG_FILE), json.dumps(config, indent=1))
+        with contextlib.suppress(OSError):  # a fresh install: the node is in use again
+            os.unlink(_sky(home, RELEASE_MARKER))
     pid = running_pid(home)
     if pid is not None and pid > 0 and pid_alive(pid, me):
         return {"pid": pid, "started": False}

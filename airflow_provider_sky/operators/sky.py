@@ -47,6 +47,9 @@ class SkyTaskOperator(BaseOperator):
     :param sky_conn_id: the ``sky`` connection (optional; defaults need none).
     :param poll_interval: seconds between job status checks while streaming logs.
     :param log_tail_lines: how many last log lines the failure message carries.
+    :param keep_warm: for a named cluster, decide at the end from the DAG's schedule: keep it up
+        (with a safety autostop) when the next run starts sooner than a cold start's break-even
+        time, else tear it down. The decision and its numbers go to the task log.
     :param deferrable: wait for the job in the triggerer (no worker slot held while it runs);
         defaults to Airflow's ``[operators] default_deferrable``.
     """
@@ -78,9 +81,16 @@ class SkyTaskOperator(BaseOperator):
         poll_interval: float = 1.0,
         log_tail_lines: int = 40,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        keep_warm: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if keep_warm and not cluster_name:
+            raise SpecError(
+                "keep_warm", keep_warm, "needs a named cluster (auto names change every run)",
+                "give cluster_name='...' so the next run can reuse the warm cluster",
+            )
+        self.keep_warm = keep_warm
         base = self._load_base_spec(task)
         overrides = {
             "run": run,
@@ -188,12 +198,13 @@ class SkyTaskOperator(BaseOperator):
                 self.log.info("Reattaching to job %s on cluster %s (earlier try, %s)", job_id, name, status.value)
             elif status is not None and status.value == "SUCCEEDED":
                 self.log.info("Job %s on %s already succeeded on an earlier try; not re-running", prior["job_id"], name)
-                return self._finish(core, name, int(prior["job_id"]), task, started=time.time())
+                return self._finish(core, name, int(prior["job_id"]), task, started=time.time(), context=context)
         started = time.time()
         if job_id is None and not self.launches:
             core.require_up(name)
         if job_id is None and self.launches:
-            launched = core.launch(task, name, owner)
+            placement = self._planned_placement(core, context, owner)
+            launched = core.launch(task, name, owner, preferred=placement)
             self.log.info(
                 "Cluster %s on %s/%s (%s x%d)%s",
                 name,
@@ -229,7 +240,7 @@ class SkyTaskOperator(BaseOperator):
             )
         self.log.info("Job %s submitted on %s; streaming its log", job_id, name)
         self._follow(core, name, job_id, offset)
-        return self._finish(core, name, job_id, task, started=started)
+        return self._finish(core, name, job_id, task, started=started, context=context)
 
     def execute_complete(self, context: Any, event: dict[str, Any], started: float | None = None) -> dict[str, Any]:
         """Resume after the trigger saw the job end: print what it could not, then finish as usual."""
@@ -246,13 +257,37 @@ class SkyTaskOperator(BaseOperator):
             tail.append(line)
             self.log.info("%s", line)
         self._tail = tail if tail else None
-        return self._finish(core, name, job_id, task, started=started or time.time())
+        return self._finish(core, name, job_id, task, started=started or time.time(), context=context)
 
     def _redact(self, line: str) -> str:
         """Hide secret values in a job's output line (Airflow's masker does not see job output)."""
         for secret in getattr(self, "_secret_values", ()):
             line = line.replace(secret, "***")
         return line
+
+    def _planned_placement(self, core: Any, context: Any, owner: Owner) -> dict[str, Any] | None:
+        """This task's place in the DAG run's plan (computed once over all sky tasks of the DAG)."""
+        if self.cluster_name and core.store.get_cluster(self.cluster_name) is not None:
+            return None  # a named, known cluster is reused or relaunched where it was
+        dag = context.get("dag")
+        if dag is None:
+            return None
+        tasks, edges = sky_tasks_of(dag)
+        plan = core.plan_for_run(owner.dag_id, owner.run_id, tasks, edges)
+        if not plan:
+            return None
+        placement = plan.get("tasks", {}).get(self.task_id)
+        if placement:
+            self.log.info(
+                "Plan for this run: %s/%s %s%s at $%.4f/h (run total $%.4f)",
+                placement.get("cloud"),
+                placement.get("region"),
+                placement.get("instance_type"),
+                " [spot]" if placement.get("use_spot") else "",
+                placement.get("hourly_price") or 0.0,
+                plan.get("total_cost") or 0.0,
+            )
+        return placement
 
     @staticmethod
     def _cluster_result(cluster: Any, created: bool) -> dict[str, Any]:
@@ -286,14 +321,28 @@ class SkyTaskOperator(BaseOperator):
                 return
             time.sleep(self.poll_interval)
 
-    def _finish(self, core: Any, name: str, job_id: int, task: Task, started: float) -> dict[str, Any]:
+    def _finish(
+        self, core: Any, name: str, job_id: int, task: Task, started: float, context: Any = None
+    ) -> dict[str, Any]:
         outcome: JobOutcome = core.outcome(name, job_id)
         cluster = outcome.cluster
         extra = (cluster.handle or {}).get("extra", {}) if isinstance(cluster.handle, dict) else {}
         self._sky_links = {"cluster": console_url(cluster.cloud, cluster.region, cluster.name, extra)}
         result = outcome.to_xcom()
         result["duration_s"] = round(time.time() - started, 3)
-        if self._tear_down():
+        result["launch_attempts"] = [
+            {"cloud": a.cloud, "region": a.region, "zone": a.zone, "instance_type": a.instance_type,
+             "outcome": a.outcome, "error": a.error_class, "message": a.message}
+            for a in core.store.list_attempts(name)
+        ]  # fmt: skip
+        result["accrued_cost"] = round(core.store.get_cluster(name).cost_so_far or 0.0, 6)
+        if self.keep_warm:
+            decision = core.keep_warm_or_down(name, self._next_run_at(context), getattr(self, "dag_id", None))
+            if decision is not None:
+                self.log.info("Keep-warm: %s %s", decision.reason, decision.numbers)
+                result["keep_warm"] = {"keep": decision.keep, "reason": decision.reason}
+            result["torn_down"] = bool(decision is not None and not decision.keep)
+        elif self._tear_down():
             core.down(name)
             result["torn_down"] = True
         else:
@@ -307,6 +356,21 @@ class SkyTaskOperator(BaseOperator):
             )
         return result
 
+    @staticmethod
+    def _next_run_at(context: Any) -> Any:
+        """When the DAG's schedule runs next (None: unscheduled or unknown)."""
+        dag = context.get("dag") if context else None
+        if dag is None:
+            return None
+        from datetime import UTC, datetime
+
+        from airflow_provider_sky.provision.keepwarm import next_run_after
+
+        try:
+            return next_run_after(getattr(dag, "timetable", None), datetime.now(UTC))
+        except (TypeError, ValueError):
+            return None
+
     def on_kill(self) -> None:
         """Cancel the running job and tear down what this task created (nothing else)."""
         live = getattr(self, "_live", None)
@@ -319,6 +383,26 @@ class SkyTaskOperator(BaseOperator):
         if self._tear_down():
             self.log.info("Tearing down cluster %s", live["cluster"])
             core.down(live["cluster"])
+
+
+def sky_tasks_of(dag: Any) -> tuple[dict[str, Task], list[tuple[str, str]]]:
+    """The DAG's sky tasks as spec Tasks, and the sky-to-sky edges (through any non-sky tasks between)."""
+    sky = {t.task_id: t for t in dag.tasks if isinstance(t, SkyTaskOperator) and t.launches}
+    tasks = {task_id: Task.from_dict(op._spec) for task_id, op in sky.items()}
+    edges: list[tuple[str, str]] = []
+    for task_id, op in sky.items():
+        seen: set[str] = set()
+        stack = list(op.upstream_task_ids)
+        while stack:
+            up = stack.pop()
+            if up in seen:
+                continue
+            seen.add(up)
+            if up in sky:
+                edges.append((up, task_id))
+            else:
+                stack.extend(dag.get_task(up).upstream_task_ids)
+    return tasks, edges
 
 
 class SkyLaunchClusterOperator(SkyTaskOperator):

@@ -14,7 +14,10 @@ How the cluster is stopped is decided here, at install time, per backend:
 - AWS / GCP / Azure VMs: ``sudo shutdown -h now`` on every node; the instance's shutdown behaviour
   turns it into stop or terminate. A cloud may offer ``prepare_autostop(handle, down)`` to set
   that behaviour (EC2: ``InstanceInitiatedShutdownBehavior``) before the agent starts;
-- any other backend: autostop is not installed (a shared SSH host must never be shut down).
+- SSH pools: a shared host must never be shut down; the agent ends the node's jobs and writes
+  ``autostopped.json``, and `refresh_cluster_status` then terminates the cluster through the
+  cloud (which frees the pool allocation);
+- any other backend: autostop is not installed.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ log = logging.getLogger(__name__)
 _AGENT_SOURCE = Path(agent.__file__).read_text(encoding="utf-8")
 AGENT_NAME = f"autostop_agent-{hashlib.sha256(_AGENT_SOURCE.encode()).hexdigest()[:12]}.py"
 VM_CLOUDS = frozenset({"aws", "gcp", "azure"})
+RELEASE_CLOUDS = frozenset({"ssh"})
 SHUTDOWN_COMMAND = "sudo shutdown -h now"
 DEFAULT_INTERVAL_SECONDS = 30.0
 DEFAULT_STARTUP_GRACE_SECONDS = 120.0
@@ -124,6 +128,8 @@ def autostop_action(
     custom = getattr(cloud, "autostop_action", None)
     if callable(custom):
         return custom(handle, down)
+    if cloud.name in RELEASE_CLOUDS:
+        return {"kind": "release", "grace": 10.0}
     if cloud.name in VM_CLOUDS:
         prepare = getattr(cloud, "prepare_autostop", None)
         if callable(prepare):
@@ -198,6 +204,19 @@ def read_autostop_log(head: CommandRunner, max_bytes: int = 65536) -> str:
 
 
 # ---- state reconciliation ----
+def released_by_agent(cloud: Cloud, handle: ClusterHandle) -> bool:
+    """Whether the head node's agent ended the cluster's work (``release`` action marker)."""
+    try:
+        head = cloud.runners(handle)[0]
+        head.read_bytes(_sky_path(head, agent.RELEASE_MARKER), 0, 1)
+    except FileNotFoundError:
+        return False
+    except Exception:  # unreachable host: nothing to conclude
+        log.warning("cannot read the autostop marker of %s", handle.cluster_name, exc_info=True)
+        return False
+    return True
+
+
 def refresh_cluster_status(core_or_store: Any, cloud: Cloud | None, name: str) -> ClusterStatus | None:
     """Bring the state store in line with the cloud after autostop (or anything else) acted.
 
@@ -214,7 +233,13 @@ def refresh_cluster_status(core_or_store: Any, cloud: Cloud | None, name: str) -
     if cloud is None or record.status in (ClusterStatus.TERMINATED, ClusterStatus.INIT):
         return record.status
     autostopped = record.autostop_idle_minutes is not None
-    if cloud.find(name) is None:
+    handle = cloud.find(name)
+    if handle is not None and cloud.name in RELEASE_CLOUDS and released_by_agent(cloud, handle):
+        cloud.terminate(handle)  # frees the pool allocation
+        store.transition_cluster(
+            name, ClusterStatus.TERMINATED, from_=record.status, status_reason="released by autostop"
+        )
+    elif handle is None:
         reason = "gone from the cloud" + (" (autostop down)" if autostopped and record.autostop_down else "")
         store.transition_cluster(name, ClusterStatus.TERMINATED, from_=record.status, status_reason=reason)
     else:

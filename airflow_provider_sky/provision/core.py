@@ -20,8 +20,11 @@ from airflow_provider_sky.clouds.errors import ConfigError, ProvisionError
 from airflow_provider_sky.clouds.local import LocalCloud
 from airflow_provider_sky.execution import jobs
 from airflow_provider_sky.execution.logs import LogTailer
+from airflow_provider_sky.provision.autostop import AutostopConfig, ensure_autostop, refresh_cluster_status
 from airflow_provider_sky.provision.failover import launch_with_failover
+from airflow_provider_sky.provision.keepwarm import decide_keep_warm, measured_startup_seconds
 from airflow_provider_sky.provision.placement import Placement, ordered_source, placements_from_resources
+from airflow_provider_sky.provision.planning import placement_ranker, plan_for_run
 from airflow_provider_sky.provision.settings import SkySettings
 from airflow_provider_sky.spec import Task
 from airflow_provider_sky.spec.file_mounts import is_bucket_uri
@@ -209,6 +212,9 @@ class SkyCore:
         owner = owner or Owner()
         record = self.store.get_cluster(cluster_name)
         if record is not None and record.status in (ClusterStatus.UP, ClusterStatus.STOPPED):
+            refresh_cluster_status(self, None, cluster_name)  # autostop may have stopped/removed it
+            record = self.store.get_cluster(cluster_name) or record
+        if record is not None and record.status in (ClusterStatus.UP, ClusterStatus.STOPPED):
             cloud = self._cloud(record.cloud)
             handle = cloud.find(cluster_name)
             if handle is not None:
@@ -217,6 +223,13 @@ class SkyCore:
                     handle = cloud.start(handle)
                     self.store.transition_cluster(cluster_name, ClusterStatus.UP, handle=handle.to_json())
                 self.store.touch_cluster(cluster_name)
+                if task.resources.autostop is not None:  # a reusing task may only tighten/set autostop
+                    self._autostop(cloud, handle, task)
+                    self.store.update_cluster(
+                        cluster_name,
+                        autostop_idle_minutes=task.resources.autostop.idle_minutes,
+                        autostop_down=bool(task.resources.autostop.down),
+                    )
                 return LaunchResult(self.store.get_cluster(cluster_name) or record, created=False)
             self.store.transition_cluster(
                 cluster_name, ClusterStatus.TERMINATED, status_reason="vanished from the cloud"
@@ -272,9 +285,21 @@ class SkyCore:
             hourly_price=self._hourly_price(cloud, handle, attempts),
         )
         self.store.touch_cluster(cluster_name)
+        self._autostop(cloud, handle, task)
         record = self.store.get_cluster(cluster_name)
         assert record is not None
         return LaunchResult(record, created=True)
+
+    @staticmethod
+    def _autostop(cloud: Cloud, handle: ClusterHandle, task: Task) -> None:
+        """Install (or refresh) the node-side autostop agent for the task's `autostop` setting."""
+        config = AutostopConfig.from_spec(task.resources.autostop)
+        if config is None:
+            return
+        try:
+            ensure_autostop(cloud, handle, config)
+        except Exception:  # the orphan reaper is the backstop
+            log.warning("autostop could not be installed on %s", handle.cluster_name, exc_info=True)
 
     @staticmethod
     def _labels(cluster_name: str, owner: Owner) -> dict[str, str]:
@@ -298,11 +323,36 @@ class SkyCore:
         Returns a callable ``next_placement(blocklist)`` for `launch_with_failover`.
         """
         default = self.choose_cloud(task).name
-        items: list[Placement] = []
-        if preferred is not None:
-            items.append(Placement.coerce(preferred))
-        items += placements_from_resources(task.resources.candidates(), default)
-        return ordered_source(items)
+        first = ordered_source([Placement.coerce(preferred)] if preferred is not None else [])
+        fallback = ordered_source(placements_from_resources(task.resources.candidates(), default))
+        pinned = task.resources.cloud
+        clouds = [pinned] if pinned else list(self.clouds)
+        ranker = placement_ranker(task, clouds, self.settings.catalog_dir)
+
+        def next_placement(blocklist: Any) -> Placement | None:
+            found = first(blocklist)
+            if found is None and ranker is not None:
+                blocked = [(e.cloud, e.region, e.zone, e.instance_type) for e in blocklist if e.use_spot is None]
+                ranked = ordered_source(p for p in ranker(blocked) if p.cloud in self.clouds)
+                found = ranked(blocklist)
+            return found or fallback(blocklist)
+
+        return next_placement
+
+    def plan_for_run(
+        self, dag_id: str, run_id: str, tasks: Mapping[str, Task], edges: list[tuple[str, str]]
+    ) -> dict[str, Any] | None:
+        """The DAG run's stored plan (computed once over all its sky tasks), or None."""
+        return plan_for_run(
+            self.store,
+            dag_id,
+            run_id,
+            tasks,
+            edges,
+            clouds=self.clouds,
+            minimize=self.settings.minimize,
+            catalog_dir=self.settings.catalog_dir,
+        )
 
     def down(self, cluster_name: str) -> bool:
         """Terminate a cluster (all its jobs are cancelled); True when something was torn down."""
@@ -347,6 +397,32 @@ class SkyCore:
                 log.warning("could not archive the log of job %s on %s", job.job_id, cluster_name)
                 continue
             self.store.update_job(cluster_name, job.job_id, log_path=str(target))
+
+    def keep_warm_or_down(self, cluster_name: str, next_run_at: datetime | None, dag_id: str | None) -> Any:
+        """After a run's last use of a cluster: keep it (with a safety autostop) when the next
+        scheduled run comes sooner than the break-even time of a cold start, else tear it down."""
+        record = self.store.get_cluster(cluster_name)
+        if record is None or record.status is not ClusterStatus.UP:
+            return None
+        now = datetime.now(UTC)
+        estimate = measured_startup_seconds(self.store, dag_id or cluster_name)
+        price = record.hourly_price or 0.0
+        decision = decide_keep_warm(
+            next_run_at,
+            now,
+            price * record.num_nodes,
+            estimate.provision_seconds,
+            estimate.setup_seconds,
+            hourly_price=price * record.num_nodes,
+        )
+        if decision.keep:
+            cloud = self._cloud(record.cloud)
+            minutes = float(decision.numbers.get("autostop_idle_minutes") or 60)
+            ensure_autostop(cloud, self._handle(record), AutostopConfig(idle_minutes=minutes, down=True))
+            self.store.update_cluster(cluster_name, autostop_idle_minutes=round(minutes), autostop_down=True)
+        else:
+            self.down(cluster_name)
+        return decision
 
     # ---- jobs ---------------------------------------------------------------------------
     def _runners(self, cluster_name: str) -> list[Any]:

@@ -46,9 +46,14 @@ class ManagedCluster:
 
 @runtime_checkable
 class ManagedLister(Protocol):
-    """Optional cloud method: every cluster carrying our managed-by label, in every region."""
+    """Optional cloud method: every cluster carrying our managed-by label, in every region.
 
-    def list_managed(self) -> list[ManagedCluster]: ...
+    Items are `ManagedCluster` or mappings with its fields (``name``, ``labels``, ``status``,
+    ``created_at`` (aware datetime), ``handle`` (a `ClusterHandle` or its dict)), so a cloud
+    module need not import this layer.
+    """
+
+    def list_managed(self) -> list[Any]: ...
 
 
 def list_local_managed(cloud: LocalCloud) -> list[ManagedCluster]:
@@ -77,10 +82,27 @@ def list_local_managed(cloud: LocalCloud) -> list[ManagedCluster]:
     return found
 
 
+def _as_managed(item: Any, cloud_name: str) -> ManagedCluster:
+    """Accept a `ManagedCluster` or a mapping with its fields (clouds sit below this layer)."""
+    if isinstance(item, ManagedCluster):
+        return item
+    data = dict(item)
+    handle = data.get("handle")
+    return ManagedCluster(
+        cloud=data.get("cloud") or cloud_name,
+        name=data["name"],
+        labels={str(k): str(v) for k, v in (data.get("labels") or {}).items()},
+        status=data.get("status"),
+        created_at=data.get("created_at"),
+        handle=ClusterHandle.from_dict(handle) if isinstance(handle, Mapping) else handle,
+    )
+
+
 def list_managed(cloud: Cloud) -> list[ManagedCluster] | None:
     """Managed clusters of `cloud`, or None when the cloud cannot enumerate them."""
     if isinstance(cloud, ManagedLister):
-        return [c for c in cloud.list_managed() if c.labels.get(MANAGED_BY_KEY) == MANAGED_BY]
+        items = [_as_managed(c, cloud.name) for c in cloud.list_managed()]
+        return [c for c in items if c.labels.get(MANAGED_BY_KEY) == MANAGED_BY]
     if isinstance(cloud, LocalCloud):
         return list_local_managed(cloud)
     return None

@@ -27,6 +27,9 @@ class SkySettings:
     #: Id of the `sky_ssh_pool` connection used when "ssh" is enabled, and its resolved fields.
     ssh_pool_conn_id: str | None = None
     ssh_pool: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    #: Optimizer objective ("cost" or "time") and catalog (None: $SKY_CATALOG_DIR or the bundled one).
+    minimize: str = "cost"
+    catalog_dir: str | None = None
     #: Failover limits for one launch.
     max_launch_attempts: int = 30
     launch_timeout_seconds: float = 3600.0
@@ -37,6 +40,8 @@ class SkySettings:
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.minimize not in ("cost", "time"):
+            raise ValueError(f"minimize: {self.minimize!r} is not an objective; use 'cost' or 'time'")
         unknown = [c for c in self.enabled_clouds if c not in KNOWN_CLOUDS]
         if unknown:
             raise ValueError(
@@ -60,6 +65,8 @@ class SkySettings:
             log_dir=text("log_dir"),
             ssh_pool_conn_id=text("ssh_pool_conn_id"),
             aws_conn_id=text("aws_conn_id"),
+            minimize=text("minimize") or "cost",
+            catalog_dir=text("catalog_dir"),
             max_launch_attempts=int(text("max_launch_attempts") or 30),
             launch_timeout_seconds=float(text("launch_timeout_seconds") or 3600),
             retry_until_up=(text("retry_until_up") or "false").lower() in ("1", "true", "yes"),

@@ -1,0 +1,97 @@
+"""One plan per DAG run: place every sky task of the run at once, store it, reuse it on every try.
+
+The faces hand over the run's sky tasks (spec Tasks with `depends_on` filled from the DAG's
+edges); the first task of the run to get here computes the plan and stores it in the state store
+(first writer wins, so concurrent workers agree); later tasks and retries read it back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from airflow_provider_sky.spec import Task
+from airflow_provider_sky.state import StateStore
+
+log = logging.getLogger(__name__)
+
+
+def clouds_worth_planning(enabled: Iterable[str]) -> tuple[str, ...]:
+    """The enabled clouds the optimizer chooses among (only the local backend: nothing to choose)."""
+    clouds = tuple(enabled)
+    return clouds if any(c != "local" for c in clouds) else ()
+
+
+def with_dependencies(tasks: Mapping[str, Task], edges: Iterable[tuple[str, str]]) -> list[Task]:
+    """The tasks named by their key, with `depends_on` set from (upstream, downstream) edges."""
+    ups: dict[str, list[str]] = {name: [] for name in tasks}
+    for up, down in edges:
+        if up in tasks and down in tasks and up not in ups[down]:
+            ups[down].append(up)
+    return [dataclasses.replace(task, name=name, depends_on=sorted(ups[name])) for name, task in tasks.items()]
+
+
+def plan_for_run(
+    store: StateStore,
+    dag_id: str,
+    run_id: str,
+    tasks: Mapping[str, Task],
+    edges: Iterable[tuple[str, str]],
+    *,
+    clouds: Iterable[str],
+    minimize: str = "cost",
+    catalog_dir: str | None = None,
+) -> dict[str, Any] | None:
+    """The stored plan of this DAG run (JSON form), computing and storing it on first use.
+
+    Returns None when there is nothing to choose (only the local backend) or when no plan can be
+    made for the whole run (then each task falls back to its own candidates; the reason is logged).
+    """
+    existing = store.get_plan(dag_id, run_id)
+    if existing is not None:
+        return existing
+    allowed = clouds_worth_planning(clouds)
+    if not allowed:
+        return None
+    from airflow_provider_sky.optimizer import OptimizerError, optimize
+
+    try:
+        plan = optimize(
+            with_dependencies(tasks, edges), catalog_dir, minimize=minimize, **_clouds_kwarg(allowed)
+        )
+    except OptimizerError as exc:
+        log.warning("No DAG-wide plan for %s/%s (%s); each task uses its own candidates", dag_id, run_id, exc)
+        return None
+    return store.put_plan(dag_id, run_id, plan.to_json_dict())
+
+
+def _clouds_kwarg(clouds: tuple[str, ...]) -> dict[str, Any]:
+    """Pass `clouds=` to the optimizer when it supports restricting candidates to enabled clouds."""
+    import inspect
+
+    from airflow_provider_sky.optimizer import optimize
+
+    return {"clouds": clouds} if "clouds" in inspect.signature(optimize).parameters else {}
+
+
+def placement_ranker(task: Task, clouds: Iterable[str], catalog_dir: str | None = None) -> Any:
+    """A function ``blocked -> best-first placements`` for failover, or None without an optimizer ranking."""
+    allowed = clouds_worth_planning(clouds)
+    if not allowed:
+        return None
+    try:
+        from airflow_provider_sky.optimizer import rank_placements  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    from airflow_provider_sky.catalog import load_catalog
+
+    def rank(blocked: list[tuple[Any, ...]]) -> list[Any]:
+        try:
+            return list(rank_placements(task, load_catalog(catalog_dir), clouds=allowed, blocked=blocked))
+        except ValueError as exc:  # infeasible once everything is blocked
+            log.info("no further placement for %s: %s", task.name, exc)
+            return []
+
+    return rank

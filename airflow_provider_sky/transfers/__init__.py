@@ -1,0 +1,1 @@
+"""Transfer operators (Airflow's `transfers/` naming): verified copies between object stores."""
