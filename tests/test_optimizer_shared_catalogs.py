@@ -13,14 +13,14 @@ from airflow_provider_sky.catalog import OfferingQuery, load_catalog
 from airflow_provider_sky.optimizer import optimize
 from airflow_provider_sky.spec.resources import Resources
 from airflow_provider_sky.spec.task import Task
-from tests.services import require
 
 SHARED = Path(os.environ.get("SKY_SHARED_CATALOGS", Path(__file__).resolve().parents[2] / "shared" / "catalogs"))
 
 
 @pytest.fixture(scope="module")
 def cat():
-    require(SHARED.is_dir(), f"real catalogs not found at {SHARED} (set SKY_SHARED_CATALOGS)")
+    if not SHARED.is_dir():  # scale data, not a service: the suite must pass without ../shared
+        pytest.skip(reason=f"real catalogs not found at {SHARED} (set SKY_SHARED_CATALOGS)")
     return load_catalog(SHARED)
 
 

@@ -139,7 +139,9 @@ def test_s3_prefix_cached_in_the_state_db(tmp_path: Path) -> None:
     first = stage(src, dst, src_store=src_store, dst_store=dst_store, cache=cache, expire_after_days=7)
     assert first.report.files_copied == 12 and first.report.verified and not first.cache_hit
     lists = _count_lists(dst_store)
-    assert stage(src, dst, src_store=src_store, dst_store=dst_store, cache=cache, expire_after_days=7).cache_hit
+    assert stage(
+        src, dst, src_store=src_store, dst_store=dst_store, cache=cache, expire_after_days=7
+    ).cache_hit
     assert lists == []
     src_store.write("in/d0/f3.bin", b"new bytes")
     third = stage(src, dst, src_store=src_store, dst_store=dst_store, cache=cache, expire_after_days=7)
@@ -168,7 +170,7 @@ def test_staging_buckets_on_each_cloud() -> None:
     assert setup.created and store.bucket_exists() and "5 days" in setup.lifecycle
     assert not ensure_staging_bucket(store, "europe-west4").created
 
-    name = staging_bucket_name("azure", "eastus", "devstoreaccount1") + unique_name("")[:0]
+    name = staging_bucket_name("azure", "eastus", "devstoreaccount1")
     store = store_for_uri(az.uri(name), **az.options())
     setup = ensure_staging_bucket(store, "eastus")
     assert store.bucket_exists() and setup.lifecycle == AZURE_LIFECYCLE_NOTE

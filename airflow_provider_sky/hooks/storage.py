@@ -84,21 +84,19 @@ def s3_options(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 def gcs_options(fields: Mapping[str, Any]) -> dict[str, Any]:
     """GCSStore options from a ``google_cloud_platform`` connection (credentials built here)."""
-    import google.auth
-
     extra = _extras(fields)
     scopes = [s.strip() for s in str(extra["scope"]).split(",")] if extra.get("scope") else _GCS_SCOPES
     opts: dict[str, Any] = {}
     project = extra.get("project") or extra.get("project_id")
     keyfile = extra.get("keyfile_dict")
+    if not keyfile and extra.get("key_path"):
+        with open(extra["key_path"]) as fh:
+            keyfile = fh.read()
     if keyfile:
         info = json.loads(keyfile) if isinstance(keyfile, str) else dict(keyfile)
         _mask(info.get("private_key"))
-        credentials, key_project = google.auth.load_credentials_from_dict(info, scopes=scopes)
-        opts["credentials"], project = credentials, project or key_project
-    elif extra.get("key_path"):
-        credentials, key_project = google.auth.load_credentials_from_file(extra["key_path"], scopes=scopes)
-        opts["credentials"], project = credentials, project or key_project
+        opts["credentials"] = _gcp_credentials(info, scopes)
+        project = project or info.get("project_id") or info.get("quota_project_id")
     if extra.get("endpoint"):
         opts["endpoint"] = extra["endpoint"]
         if "credentials" not in opts and _bool(extra.get("anonymous", True)):
@@ -108,6 +106,21 @@ def gcs_options(fields: Mapping[str, Any]) -> dict[str, Any]:
     if project:
         opts["project"] = project
     return opts
+
+
+def _gcp_credentials(info: Mapping[str, Any], scopes: list[str]) -> Any:
+    """Credentials from a key file's JSON: service account or authorized user (nothing else is loaded
+    from connection data, so a crafted external-account config cannot make the worker fetch URLs)."""
+    kind = info.get("type")
+    if kind == "service_account":
+        from google.oauth2 import service_account
+
+        return service_account.Credentials.from_service_account_info(dict(info), scopes=scopes)
+    if kind == "authorized_user":
+        from google.oauth2.credentials import Credentials
+
+        return Credentials.from_authorized_user_info(dict(info), scopes=scopes)
+    raise ValueError(f"unsupported GCP key file type {kind!r}: use a service_account or authorized_user key")
 
 
 def azure_options(fields: Mapping[str, Any]) -> dict[str, Any]:

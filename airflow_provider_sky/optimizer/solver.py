@@ -11,6 +11,7 @@ import numpy as np
 from airflow_provider_sky.catalog.index import Catalog
 from airflow_provider_sky.catalog.loader import load_catalog
 from airflow_provider_sky.optimizer.build import build_problem
+from airflow_provider_sky.optimizer.cost_milp import solve_cost_milp
 from airflow_provider_sky.optimizer.dp import is_chain, solve_chain_time, solve_tree
 from airflow_provider_sky.optimizer.errors import OptimizerError
 from airflow_provider_sky.optimizer.exhaustive import solve_exhaustive
@@ -47,6 +48,7 @@ class _Outcome:
         self.solvers: set[str] = set()
         self.optimal = True
         self.gap: float | None = None
+        self.bound: float | None = None
 
     def milp(self, optimal: bool, gap: float | None) -> None:
         self.solvers.add("milp")
@@ -77,18 +79,22 @@ def solve(problem: Problem, minimize: str, time_limit: float, method: str = "aut
             for i, c in res.choice.items():
                 choice[i] = c
         return choice, out
+    general: list[int] = []
     for members, edges in _components(n, data):
         if not edges or all(len(problem.nodes[i]) == 1 for i in members):
             out.solvers.add("independent")
             continue
         if len(edges) == len(members) - 1 and method != "milp":
             out.solvers.add("dp")
-            picked = solve_tree(problem, members, edges)
+            for i, c in solve_tree(problem, members, edges).items():
+                choice[i] = c
         else:
-            res = solve_milp(problem, members, "cost", max(deadline - time.perf_counter(), 0.1))
-            out.milp(res.optimal, res.gap)
-            picked = res.choice
-        for i, c in picked.items():
+            general.extend(members)
+    if general:  # every non-tree component in one model: one solver call, one time budget
+        res = solve_cost_milp(problem, general, max(deadline - time.perf_counter(), 0.1))
+        out.milp(res.optimal, res.gap)
+        out.bound = res.bound
+        for i, c in res.choice.items():
             choice[i] = c
     return choice, out
 

@@ -26,7 +26,7 @@ from airflow_provider_sky.storage.staging import (
     staging_key,
     staging_uri,
 )
-from airflow_provider_sky.storage.transfer import EgressPriceFn, TransferEstimate, TransferProgress
+from airflow_provider_sky.storage.transfer import EgressPriceFn, TransferEstimate
 
 MiB = 1 << 20
 
@@ -57,7 +57,8 @@ class SkyTransferOperator(BaseOperator):
 
     The copy is verified (sizes and MD5/CRC32C), incremental (identical objects are skipped, so a
     retry copies only what is missing) and logs its estimate (bytes, files, egress cost, ETA) before
-    any byte moves, then progress. Returns (XCom) a dict with the bytes/files copied and skipped,
+    any byte moves, then the engine's progress lines (bytes, files, rate, ETA) every
+    ``progress_interval`` seconds. Returns (XCom) a dict with the bytes/files copied and skipped,
     seconds, ``verified``, ``cost_usd`` and the final ``dest_uri``.
 
     :param source_uri: object or prefix to copy (templated).
@@ -191,7 +192,7 @@ class SkyTransferOperator(BaseOperator):
         cost = f"${est.cost_usd:.4f}" if est.cost_usd is not None else "unknown (no egress price)"
         price = f" at ${est.price_per_gb}/GB" if est.price_per_gb is not None else ""
         self.log.info(
-            "Estimate: %d objects / %s to copy (%d identical, %s, skipped); egress %s%s (%s -> %s)%s; ETA %.0fs",
+            "Estimate: %d objects / %s to copy (%d identical / %s skipped); egress %s%s (%s -> %s)%s; ETA %.1fs",
             est.files,
             _fmt_bytes(est.bytes),
             est.files_skipped,
@@ -205,9 +206,6 @@ class SkyTransferOperator(BaseOperator):
         )
         if self.max_cost_usd is not None and est.cost_usd is None:
             self.log.warning("max_cost_usd=%s is not enforced: no egress price is known", self.max_cost_usd)
-
-    def _log_progress(self, progress: TransferProgress) -> None:
-        self.log.info("Progress: %s", progress)
 
     # ---- run ----------------------------------------------------------------------------
     def execute(self, context: Any) -> dict[str, Any]:
@@ -260,7 +258,6 @@ class SkyTransferOperator(BaseOperator):
                 max_cost_usd=self.max_cost_usd,
                 egress_price_per_gb=self.egress_price_per_gb,
                 on_estimate=self._log_estimate,
-                progress=self._log_progress,
                 cancel_event=self._cancel,
                 **self.engine_options,
             )

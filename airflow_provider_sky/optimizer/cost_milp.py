@@ -1,0 +1,410 @@
+"""Cost-objective MILP for general DAGs with data on their edges (HiGHS through ``highspy``).
+
+Egress on an edge depends only on where its two ends run, and prices follow the hierarchy
+cloud > (cloud, continent) > place. For an edge ``u -> v`` with cost matrix ``C[a, b]`` each source
+place ``a`` gets four values ``V_d(a)``: the price when ``v`` shares ``d`` levels with ``a`` (0 = other
+cloud .. 3 = same place). Then
+
+    C[a, b] = V_0(a) - sum_{d <= depth(a, b)} R_d(a) + E[a, b],     R_d = V_{d-1} - V_d
+
+``V_0`` goes into ``u``'s objective; each refund ``R_d`` is one variable per (level-d group, value),
+``z <= X_u(sources)`` and ``sum z <= X_v(group)`` (the transport relaxation over the group, tight
+for the usual price tables); the few prices the hierarchy does not predict (``E``: pair-specific
+rates) get a variable per rectangle of equal exceptions. So an edge costs a handful of variables
+instead of one per pair of regions. Edges touching a node with one candidate (a bucket, a pinned
+task) are folded into the other end's costs first, and candidates that can never beat another one
+of the same node whatever the neighbours do are dropped.
+
+The incumbent comes from a local search (single-node moves from the per-task optimum and from
+"everyone in place p" starts) and is handed to HiGHS, so a plan and an honest gap exist even when
+the time limit, which also counts building the model, stops the solver.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from airflow_provider_sky.optimizer.problem import Problem
+
+_EPS = 1e-9
+
+
+@dataclass
+class CostMilpResult:
+    choice: dict[int, int]
+    optimal: bool
+    gap: float | None
+    bound: float | None
+    objective: float
+    seconds: float
+    variables: int = 0
+    constraints: int = 0
+    heuristic_objective: float | None = None
+
+
+@dataclass
+class _Term:
+    """``coef * [u in g][v in h]`` (g, h: candidate indices of the edge's two nodes)."""
+
+    coef: float
+    g: tuple[int, ...]
+    h: tuple[int, ...]
+    level: int  # 1..3 refunds (joined per target group), 0 exceptions
+
+
+class _Pairwise:
+    """Per data edge (merged per node pair) its dense cost matrix over the candidates of both ends."""
+
+    def __init__(self) -> None:
+        self.mats: dict[tuple[int, int], np.ndarray] = {}
+
+    def add(self, i: int, j: int, m: np.ndarray) -> None:
+        key = (i, j)
+        if key in self.mats:
+            self.mats[key] = self.mats[key] + m
+        else:
+            self.mats[key] = m
+
+
+def _level_keys(problem: Problem) -> np.ndarray:
+    """``keys[d - 1, place]``: integer group of each place at levels cloud, (cloud, continent), place."""
+    eg = problem.egress
+    cached = getattr(eg, "_cost_level_keys", None)
+    if cached is None:
+        clouds = [c for c, _ in eg.places]
+        classes = [f"{c}/{k}" for c, k in zip(clouds, eg.continent, strict=True)]
+        cached = np.stack([
+            np.unique(clouds, return_inverse=True)[1].reshape(-1),
+            np.unique(classes, return_inverse=True)[1].reshape(-1),
+            np.arange(len(clouds)),
+        ]) if clouds else np.zeros((3, 0), dtype=np.int64)  # fmt: skip
+        eg._cost_level_keys = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def decompose(c: np.ndarray, la: np.ndarray, lb: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, list[_Term]]:
+    """``C`` as source prices (returned) plus product terms; exact for every (a, b)."""
+    na, nb = c.shape
+    depth = np.zeros((na, nb), dtype=np.int64)
+    eq = np.ones((na, nb), dtype=bool)
+    for d in range(3):
+        eq &= keys[d][la][:, None] == keys[d][lb][None, :]
+        depth += eq
+    # V_d = the cheapest price at depth d, never above V_{d-1}: refunds are then >= 0 and sum to at
+    # most V_0 for every source, so the relaxation never sees a negative egress; prices above V_d
+    # become (rare) penalty terms.
+    v = np.zeros((na, 4))
+    for a in range(na):
+        prev = float(c[a].max())
+        for d in range(4):
+            at = c[a][depth[a] == d]
+            if len(at):
+                prev = min(prev, float(at.min()))
+            v[a, d] = prev
+    terms: list[_Term] = []
+    for d in (1, 2, 3):
+        refund = v[:, d - 1] - v[:, d]
+        key = keys[d - 1]
+        groups: dict[tuple[int, float], list[int]] = defaultdict(list)
+        for a in np.flatnonzero(np.abs(refund) > _EPS).tolist():
+            groups[(int(key[la[a]]), round(float(refund[a]), 9))].append(a)
+        for (gkey, r), members in groups.items():
+            h = tuple(np.flatnonzero(key[lb] == gkey).tolist())
+            if h:
+                terms.append(_Term(-r, tuple(members), h, d))
+    delta = c - v[np.arange(na)[:, None], depth]
+    rows: dict[tuple[tuple[int, ...], float], list[int]] = defaultdict(list)
+    for a in range(na):
+        nz = np.flatnonzero(np.abs(delta[a]) > _EPS)
+        by_val: dict[float, list[int]] = defaultdict(list)
+        for b in nz.tolist():
+            by_val[round(float(delta[a, b]), 9)].append(b)
+        for val, bs in by_val.items():
+            rows[(tuple(bs), val)].append(a)
+    for (h, val), g in rows.items():
+        terms.append(_Term(val, tuple(g), h, 0))
+    return v[:, 0], terms
+
+
+class _Instance:
+    """The reduced instance: unary costs per node, merged pairwise matrices, a constant."""
+
+    def __init__(self, problem: Problem, members: list[int]):
+        self.problem = problem
+        member = set(members)
+        self.unary = {i: problem.nodes[i].cost.astype(float).copy() for i in members}
+        self.const = 0.0
+        pw = _Pairwise()
+        eg = problem.egress
+        cache: dict[tuple, np.ndarray] = {}
+        for e in problem.edges:
+            if e.gb <= 0 or e.src not in member or e.dst not in member:
+                continue
+            lu, lv = problem.nodes[e.src].loc, problem.nodes[e.dst].loc
+            key = (lu.tobytes(), lv.tobytes(), e.gb)
+            m = cache.get(key)
+            if m is None:
+                m = cache[key] = eg.cost_matrix(lu, lv, e.gb)
+            if len(lu) == 1 and len(lv) == 1:
+                self.const += float(m[0, 0])
+            elif len(lu) == 1:
+                self.unary[e.dst] = self.unary[e.dst] + m[0]
+            elif len(lv) == 1:
+                self.unary[e.src] = self.unary[e.src] + m[:, 0]
+            else:
+                pw.add(e.src, e.dst, m)
+        self.pairs = {k: m for k, m in pw.mats.items() if np.ptp(m) > _EPS or m.max() > _EPS}
+        self.keep = {i: np.arange(len(self.unary[i])) for i in members}
+        self._prune()
+        self.adj: dict[int, list[tuple[int, np.ndarray]]] = defaultdict(list)
+        for (i, j), m in self.pairs.items():
+            self.adj[i].append((j, m))
+            self.adj[j].append((i, m.T))
+
+    def _prune(self, rounds: int = 3) -> None:
+        """Drop candidates k of a node when another k' is never worse whatever the neighbours do."""
+        for _ in range(rounds):
+            adj: dict[int, list[np.ndarray]] = defaultdict(list)
+            for (i, j), m in self.pairs.items():
+                adj[i].append(m)
+                adj[j].append(m.T)
+            changed = False
+            for i, u in self.unary.items():
+                if len(u) <= 1:
+                    continue
+                mats = adj.get(i, [])
+                # worst-case regret of k over k': sum_e max_b (C[k, b] - C[k', b])
+                hi = u[:, None] - u[None, :]
+                lo = hi.copy()
+                for m in mats:
+                    diff = m[:, None, :] - m[None, :, :]
+                    hi = hi + diff.max(axis=2)
+                    lo = lo + diff.min(axis=2)
+                # k dominated by k' if lo[k, k'] >= 0 (k never better); keep one of exact ties
+                dom = lo >= -_EPS
+                np.fill_diagonal(dom, False)
+                idx = np.arange(len(u))
+                tie = dom & dom.T
+                dom &= ~tie | (idx[:, None] > idx[None, :])
+                drop = dom.any(axis=1)
+                if drop.any():
+                    keep = np.flatnonzero(~drop)
+                    self._restrict(i, keep)
+                    changed = True
+            if not changed:
+                break
+
+    def _restrict(self, i: int, keep: np.ndarray) -> None:
+        self.unary[i] = self.unary[i][keep]
+        self.keep[i] = self.keep[i][keep]
+        for (a, b) in list(self.pairs):
+            if a == i:
+                self.pairs[(a, b)] = self.pairs[(a, b)][keep]
+            elif b == i:
+                self.pairs[(a, b)] = self.pairs[(a, b)][:, keep]
+        if len(keep) == 1:  # fold edges of a now-fixed node into its neighbours
+            for (a, b) in list(self.pairs):
+                if a == i:
+                    self.unary[b] = self.unary[b] + self.pairs.pop((a, b))[0]
+                elif b == i:
+                    self.unary[a] = self.unary[a] + self.pairs.pop((a, b))[:, 0]
+
+    def energy(self, sel: dict[int, int]) -> float:
+        total = self.const + sum(float(self.unary[i][k]) for i, k in sel.items())
+        for (i, j), m in self.pairs.items():
+            total += float(m[sel[i], sel[j]])
+        return total
+
+    def local_search(self, sel: dict[int, int], order: list[int], deadline: float, sweeps: int = 100) -> dict[int, int]:
+        """Single-node moves (each node to its best candidate given its neighbours) until none helps."""
+        sel = dict(sel)
+        active = [i for i in order if len(self.unary[i]) > 1]
+        for _ in range(sweeps):
+            moved = False
+            for i in active:
+                local = self.unary[i].copy()
+                for j, m in self.adj.get(i, ()):
+                    local += m[:, sel[j]]
+                k = int(np.argmin(local))
+                if local[k] < local[sel[i]] - _EPS:
+                    sel[i] = k
+                    moved = True
+            if not moved or time.perf_counter() > deadline:
+                break
+        return sel
+
+    def incumbent(self, order: list[int], deadline: float, starts: int = 8) -> tuple[dict[int, int], float]:
+        """Best local optimum from the per-node minimum and from co-located starts."""
+        base = {i: int(np.argmin(u)) for i, u in self.unary.items()}
+        best = self.local_search(base, order, deadline)
+        best_e = self.energy(best)
+        loc = {i: self.problem.nodes[i].loc[self.keep[i]] for i in self.unary}
+        score: dict[int, float] = defaultdict(float)
+        for i, u in self.unary.items():
+            for k, p in enumerate(loc[i].tolist()):
+                score[p] += float(u.min() - u[k]) - 1.0  # prefer places many nodes have, cheaply
+        for p in sorted(score, key=lambda q: -score[q])[:starts]:
+            if time.perf_counter() > deadline:
+                break
+            start = {i: (int(np.flatnonzero(loc[i] == p)[0]) if np.any(loc[i] == p) else base[i]) for i in self.unary}
+            cand = self.local_search(start, order, deadline)
+            e = self.energy(cand)
+            if e < best_e - _EPS:
+                best, best_e = cand, e
+        return best, best_e
+
+
+class _Model:
+    """Column/row buffers (COO) for one HiGHS model."""
+
+    def __init__(self) -> None:
+        self.cost: list[float] = []
+        self.upper: list[float] = []
+        self.integer: list[int] = []
+        self.rows: list[int] = []
+        self.cols: list[int] = []
+        self.vals: list[float] = []
+        self.row_lo: list[float] = []
+        self.row_hi: list[float] = []
+
+    def var(self, cost: float, integer: bool = False) -> int:
+        self.cost.append(cost)
+        self.upper.append(1.0)
+        self.integer.append(1 if integer else 0)
+        return len(self.cost) - 1
+
+    def row(self, cols: list[int], vals: list[float], lo: float, hi: float) -> None:
+        r = len(self.row_lo)
+        self.rows.extend([r] * len(cols))
+        self.cols.extend(cols)
+        self.vals.extend(vals)
+        self.row_lo.append(lo)
+        self.row_hi.append(hi)
+
+
+def _build(inst: _Instance, keys: np.ndarray, free: set[int]) -> tuple[_Model, dict[int, list[int]]]:
+    m = _Model()
+    problem = inst.problem
+    x: dict[int, list[int]] = {}
+    for i, u in inst.unary.items():
+        if i in free:
+            x[i] = [m.var(float(c), integer=True) for c in u.tolist()]
+            m.row(x[i], [1.0] * len(u), 1.0, 1.0)
+    templates: dict[tuple, tuple[np.ndarray, list[_Term]]] = {}
+    for (i, j), c in inst.pairs.items():
+        la = problem.nodes[i].loc[inst.keep[i]]
+        lb = problem.nodes[j].loc[inst.keep[j]]
+        tkey = (la.tobytes(), lb.tobytes(), c.tobytes())
+        hit = templates.get(tkey)
+        if hit is None:
+            hit = templates[tkey] = decompose(c, la, lb, keys)
+        v0, terms = hit
+        xu, xv = x[i], x[j]
+        for k, val in enumerate(v0.tolist()):
+            m.cost[xu[k]] += val
+        joined: dict[tuple[int, tuple[int, ...]], list[int]] = defaultdict(list)
+        for t in terms:
+            z = m.var(t.coef)
+            gcols = [xu[a] for a in t.g]
+            hcols = [xv[b] for b in t.h]
+            if t.coef < 0:  # refund: z <= X_u(g), z <= X_v(h) (joined per target group below)
+                m.row([z, *gcols], [1.0] + [-1.0] * len(gcols), -np.inf, 0.0)
+                if t.level:
+                    joined[(t.level, t.h)].append(z)
+                else:
+                    m.row([z, *hcols], [1.0] + [-1.0] * len(hcols), -np.inf, 0.0)
+            else:  # penalty: z >= X_u(g) + X_v(h) - 1
+                m.row([*gcols, *hcols, z], [1.0] * (len(gcols) + len(hcols)) + [-1.0], -np.inf, 1.0)
+        for (_, h), zs in joined.items():
+            hcols = [xv[b] for b in h]
+            m.row([*zs, *hcols], [1.0] * len(zs) + [-1.0] * len(hcols), -np.inf, 0.0)
+    return m, x
+
+
+def _highs():
+    """A quiet HiGHS instance (the public wrapper prints a banner on stdout when constructed)."""
+    import highspy
+
+    core = getattr(highspy, "_core", None)
+    h = core._Highs() if core is not None and hasattr(core, "_Highs") else highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    return h
+
+
+def _run_highs(m: _Model, x: dict[int, list[int]], start: dict[int, int], offset: float, time_limit: float, gap: float):
+    import highspy
+    from scipy.sparse import csc_matrix
+
+    h = _highs()
+    h.setOptionValue("time_limit", max(time_limit, 0.01))
+    h.setOptionValue("mip_rel_gap", gap)
+    h.setOptionValue("random_seed", 0)
+    n, r = len(m.cost), len(m.row_lo)
+    a = csc_matrix((np.asarray(m.vals), (np.asarray(m.rows, dtype=np.int64), np.asarray(m.cols, dtype=np.int64))), shape=(r, n))
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = n, r
+    lp.col_cost_ = np.asarray(m.cost)
+    lp.col_lower_ = np.zeros(n)
+    lp.col_upper_ = np.asarray(m.upper)
+    lp.row_lower_ = np.asarray(m.row_lo)
+    lp.row_upper_ = np.asarray(m.row_hi)
+    lp.offset_ = offset
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = a.indptr
+    lp.a_matrix_.index_ = a.indices
+    lp.a_matrix_.value_ = a.data
+    lp.integrality_ = [highspy.HighsVarType.kInteger if k else highspy.HighsVarType.kContinuous for k in m.integer]
+    h.passModel(lp)
+    # the incumbent's x values; HiGHS completes the continuous auxiliaries itself
+    idx = np.array([c for cols in x.values() for c in cols], dtype=np.int32)
+    val = np.array([1.0 if k == start[i] else 0.0 for i, cols in x.items() for k in range(len(cols))])
+    h.setSolution(len(idx), idx, val)
+    h.run()
+    return h
+
+
+def solve_cost_milp(problem: Problem, members: list[int], time_limit: float = 10.0, gap: float = 1e-6) -> CostMilpResult:
+    """Min compute + egress over ``members`` (closed under data edges); exact unless the limit hits."""
+    t0 = time.perf_counter()
+    deadline = t0 + time_limit
+    inst = _Instance(problem, members)
+    order = [i for i in problem.topo_order if i in inst.unary]
+    sel, heur = inst.incumbent(order, t0 + 0.25 * time_limit)
+    free = {i for (a, b) in inst.pairs for i in (a, b)}
+    choice = {i: int(inst.keep[i][k]) for i, k in sel.items()}
+    if not free:
+        return CostMilpResult(choice, True, 0.0, heur, heur, time.perf_counter() - t0, 0, 0, heur)
+    model, x = _build(inst, _level_keys(problem), free)
+    # nodes outside every pair sit at their best unary value: a constant for the solver
+    offset = inst.const + sum(float(inst.unary[i][sel[i]]) for i in inst.unary if i not in free)
+    h = _run_highs(model, x, sel, offset, deadline - time.perf_counter(), gap)
+    import highspy
+
+    info = h.getInfo()
+    status = h.getModelStatus()
+    obj, bound = heur, None
+    sol = h.getSolution()
+    if sol.value_valid:
+        vals = np.asarray(sol.col_value)
+        cand = {i: int(np.argmax(vals[cols])) for i, cols in x.items()}
+        cand_sel = {**sel, **cand}
+        e = inst.energy(cand_sel)
+        if e < heur - _EPS:
+            sel, obj = cand_sel, e
+    dual = float(info.mip_dual_bound)
+    if np.isfinite(dual):
+        bound = dual
+    optimal = status == highspy.HighsModelStatus.kOptimal
+    rel = None
+    if bound is not None:
+        rel = max(0.0, (obj - bound) / max(abs(obj), 1e-9))
+        optimal = optimal or rel <= gap
+    choice = {i: int(inst.keep[i][k]) for i, k in sel.items()}
+    return CostMilpResult(
+        choice, optimal, 0.0 if optimal else rel, bound, obj, time.perf_counter() - t0,
+        len(model.cost), len(model.row_lo), heur,
+    )  # fmt: skip
