@@ -309,7 +309,7 @@ def test_wasb_connection_variants() -> None:
     assert describe_options(sp)["credential"] == "ClientSecretCredential"
 
 
-def test_gcp_keyfile_dict_builds_service_account_credentials() -> None:
+def test_gcp_keyfile_dict_builds_service_account_credentials(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -335,6 +335,17 @@ def test_gcp_keyfile_dict_builds_service_account_credentials() -> None:
     assert type(opts["credentials"]).__name__ == "Credentials" and opts["project"] == "key-project"
     assert "anonymous" not in opts
     assert pem not in str(describe_options(opts))
+    key_path = tmp_path / "key.json"
+    key_path.write_text(json.dumps(keyfile))
+    from_file = store_options(
+        "gs", {"conn_type": "google_cloud_platform", "extra": {"key_path": str(key_path), "project": "p2"}}
+    )
+    assert (
+        from_file["credentials"].service_account_email == keyfile["client_email"]
+        and from_file["project"] == "p2"
+    )
+    with pytest.raises(ValueError, match="unsupported GCP key file type 'external_account'"):
+        store_options("gs", {"conn_type": "gcp", "extra": {"keyfile_dict": {"type": "external_account"}}})
     emu = store_options(
         "gs",
         {"conn_id": "e", "conn_type": "gcp", "extra": {"endpoint": "http://127.0.0.1:1", "project": "p"}},

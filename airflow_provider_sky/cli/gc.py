@@ -10,23 +10,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from airflow_provider_sky.cli.common import core_from_args
 from airflow_provider_sky.provision import reaper
 
 
-def _core(args: argparse.Namespace) -> Any:
-    from airflow_provider_sky.provision.core import SkyCore
-    from airflow_provider_sky.provision.settings import SkySettings
-
-    values: dict[str, object] = {}
-    if getattr(args, "state_db", None):
-        values["state_db_url"] = args.state_db
-    if getattr(args, "clouds", None):
-        values["enabled_clouds"] = args.clouds
-    return SkyCore.from_settings(SkySettings.from_mapping(values))
-
-
 def cmd_gc(args: argparse.Namespace, console: Console) -> int:
-    core = _core(args)
+    core = core_from_args(args)
     report = reaper.reap(
         core.store,
         core.clouds,

@@ -11,23 +11,13 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
+from airflow_provider_sky.cli.common import core_from_args
 from airflow_provider_sky.cli.gc import add_gc_parser
-from airflow_provider_sky.provision.core import SkyCore
-from airflow_provider_sky.provision.settings import SkySettings
 from airflow_provider_sky.spec import SpecError, load_tasks
 
 
-def _core(args: argparse.Namespace) -> SkyCore:
-    values: dict[str, object] = {}
-    if getattr(args, "state_db", None):
-        values["state_db_url"] = args.state_db
-    if getattr(args, "clouds", None):
-        values["enabled_clouds"] = args.clouds
-    return SkyCore.from_settings(SkySettings.from_mapping(values))
-
-
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
-    core = _core(args)
+    core = core_from_args(args)
     clusters = core.store.list_clusters()
     if args.json:
         print(json.dumps([dataclasses.asdict(c) for c in clusters], default=str, indent=2))
@@ -68,7 +58,7 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_down(args: argparse.Namespace, console: Console) -> int:
-    core = _core(args)
+    core = core_from_args(args)
     for name in args.clusters:
         core.down(name)
         console.print(f"[green]terminated[/green] {name}")
@@ -76,7 +66,7 @@ def cmd_down(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_logs(args: argparse.Namespace, console: Console) -> int:
-    core = _core(args)
+    core = core_from_args(args)
     text, _ = core.read_log(args.cluster, args.job_id, 0, final=True)
     sys.stdout.write(text)
     return 0

@@ -11,6 +11,7 @@ from sqlalchemy import Select, delete, func, inspect, make_url, select, update
 from sqlalchemy.orm import Session
 
 from airflow_provider_sky.state import pools as _pools  # noqa: F401  (registers the pool tables)
+from airflow_provider_sky.state import recovery as _recovery  # noqa: F401  (registers the recovery table)
 from airflow_provider_sky.state.engine import EngineEntry, default_state_url, get_entry
 from airflow_provider_sky.state.errors import ClusterExistsError, ClusterNotFoundError, JobNotFoundError
 from airflow_provider_sky.state.models import Cluster, Job, LaunchAttempt, Plan, utcnow
