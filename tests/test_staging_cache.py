@@ -144,9 +144,11 @@ def test_s3_prefix_cached_in_the_state_db(tmp_path: Path) -> None:
     ).cache_hit
     assert lists == []
     src_store.write("in/d0/f3.bin", b"new bytes")
+    src_lists = _count_lists(src_store)
     third = stage(src, dst, src_store=src_store, dst_store=dst_store, cache=cache, expire_after_days=7)
     assert not third.cache_hit and third.report.files_copied == 1 and third.report.files_skipped == 11
     assert dst_store.read("staged/d0/f3.bin") == b"new bytes"
+    assert src_lists == ["in/"]  # the cache's listing fed the copy: the source was listed once
     record = cache.get(dst)
     assert record is not None and record.expires_at is not None  # oldest object's age + 6 days
 
@@ -174,3 +176,12 @@ def test_staging_buckets_on_each_cloud() -> None:
     store = store_for_uri(az.uri(name), **az.options())
     setup = ensure_staging_bucket(store, "eastus")
     assert store.bucket_exists() and setup.lifecycle == AZURE_LIFECYCLE_NOTE
+
+
+def test_staging_module_does_not_import_airflow() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, airflow_provider_sky.storage.staging; print('airflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -114,7 +114,7 @@ def test_s3_to_gcs_copies_verifies_and_a_second_run_skips_everything(
     )
     assert "at $0.09/GB (us-east-1 -> us-central1)" in out
     assert "transfer progress: 7.0/7.0 MiB, 11/11 files" in caplog.text  # the engine's progress lines
-    assert "Done:" in out and "verified=True" in out
+    assert "transfer done:" in caplog.text and "verified=True" in caplog.text
     assert S3_SECRET not in out + caplog.text and "'aws_secret_access_key': '***'" in out
 
     op2 = SkyTransferOperator(task_id="copy", **{**kwargs, "source_uri": f"s3://{src_bucket}/data/"})
@@ -212,6 +212,23 @@ def test_dest_near_task_stages_into_that_tasks_region_bucket(env: SimpleNamespac
     env.state.put_plan("staging_dag", "scheduled__8", _plan("aws", "us-west-2"))
     again = op.execute(_ctx("stage_inputs", "scheduled__8"))
     assert again["dest_uri"] == result["dest_uri"] and again["cache_hit"] and again["files_copied"] == 0
+
+
+def test_dest_near_task_on_the_local_backend_stages_under_airflow_home(
+    env: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "home"))
+    src_bucket = unique_name("src")
+    _seed(env.s3, src_bucket, "in/", {"a.txt": b"alpha", "b/c.txt": b"gamma"})
+    env.state.put_plan("staging_dag", "local__1", _plan("local", "local"))
+    op = SkyTransferOperator(
+        task_id="stage", source_uri=f"s3://{src_bucket}/in/", dest_near_task="train", source_conn_id="s3_emu"
+    )
+    result = op.execute(_ctx("stage", "local__1"))
+    staged = tmp_path / "home" / "sky" / "staging" / "local" / "s3" / src_bucket / "in"
+    assert result["dest_uri"] == f"file://{staged}/" and result["dest_cloud"] == "local"
+    assert (staged / "b" / "c.txt").read_bytes() == b"gamma"
+    assert result["cost_usd"] == pytest.approx(10 / 1e9 * 0.09)  # AWS egress to this machine
 
 
 def test_dest_near_task_errors_are_clear(env: SimpleNamespace) -> None:

@@ -131,13 +131,20 @@ def decompose(c: np.ndarray, la: np.ndarray, lb: np.ndarray, keys: np.ndarray) -
 
 
 class _Instance:
-    """The reduced instance: unary costs per node, merged pairwise matrices, a constant."""
+    """The reduced instance: unary costs per node, merged pairwise matrices, a constant.
+
+    Reductions (all exact): edges to a node with one candidate become costs of the other end;
+    dominated candidates are dropped; "twins" (same costs, same neighbours with the same matrices,
+    e.g. the parallel tasks of a diamond) are merged into one node of weight k, since some optimal
+    plan gives all twins the same placement (they do not touch each other).
+    """
 
     def __init__(self, problem: Problem, members: list[int]):
         self.problem = problem
         member = set(members)
         self.unary = {i: problem.nodes[i].cost.astype(float).copy() for i in members}
         self.const = 0.0
+        self.twin_of: dict[int, int] = {}
         pw = _Pairwise()
         eg = problem.egress
         cache: dict[tuple, np.ndarray] = {}
@@ -157,61 +164,87 @@ class _Instance:
                 self.unary[e.src] = self.unary[e.src] + m[:, 0]
             else:
                 pw.add(e.src, e.dst, m)
-        self.pairs = {k: m for k, m in pw.mats.items() if np.ptp(m) > _EPS or m.max() > _EPS}
+        self.pairs = {k: m for k, m in pw.mats.items() if m.max() > _EPS}
+        self.keys_of: dict[int, set[tuple[int, int]]] = defaultdict(set)
+        for k in self.pairs:
+            self.keys_of[k[0]].add(k)
+            self.keys_of[k[1]].add(k)
         self.keep = {i: np.arange(len(self.unary[i])) for i in members}
         self._prune()
+        self._merge_twins()
         self.adj: dict[int, list[tuple[int, np.ndarray]]] = defaultdict(list)
         for (i, j), m in self.pairs.items():
             self.adj[i].append((j, m))
             self.adj[j].append((i, m.T))
 
+    def _oriented(self, i: int) -> list[tuple[int, np.ndarray]]:
+        """(neighbour, matrix with i's candidates as rows) for every pair of ``i``."""
+        return [(b, self.pairs[(a, b)]) if a == i else (a, self.pairs[(a, b)].T) for a, b in self.keys_of.get(i, ())]
+
     def _prune(self, rounds: int = 3) -> None:
-        """Drop candidates k of a node when another k' is never worse whatever the neighbours do."""
+        """Drop candidate k of a node when some k' is never worse, whatever the neighbours do."""
+        todo = [i for i, u in self.unary.items() if len(u) > 1]
         for _ in range(rounds):
-            adj: dict[int, list[np.ndarray]] = defaultdict(list)
-            for (i, j), m in self.pairs.items():
-                adj[i].append(m)
-                adj[j].append(m.T)
-            changed = False
-            for i, u in self.unary.items():
+            changed: set[int] = set()
+            for i in todo:
+                u = self.unary[i]
                 if len(u) <= 1:
                     continue
-                mats = adj.get(i, [])
-                # worst-case regret of k over k': sum_e max_b (C[k, b] - C[k', b])
-                hi = u[:, None] - u[None, :]
-                lo = hi.copy()
-                for m in mats:
-                    diff = m[:, None, :] - m[None, :, :]
-                    hi = hi + diff.max(axis=2)
-                    lo = lo + diff.min(axis=2)
-                # k dominated by k' if lo[k, k'] >= 0 (k never better); keep one of exact ties
+                lo = u[:, None] - u[None, :]  # lo[k, k'] = least that k costs more than k'
+                for _, m in self._oriented(i):
+                    lo = lo + (m[:, None, :] - m[None, :, :]).min(axis=2)
                 dom = lo >= -_EPS
                 np.fill_diagonal(dom, False)
                 idx = np.arange(len(u))
-                tie = dom & dom.T
-                dom &= ~tie | (idx[:, None] > idx[None, :])
+                dom &= ~(dom & dom.T) | (idx[:, None] > idx[None, :])  # of exact ties keep the first
                 drop = dom.any(axis=1)
                 if drop.any():
-                    keep = np.flatnonzero(~drop)
-                    self._restrict(i, keep)
-                    changed = True
-            if not changed:
+                    changed.update(j for j, _ in self._oriented(i))
+                    self._restrict(i, np.flatnonzero(~drop))
+            todo = [i for i in changed if i in self.unary]
+            if not todo:
                 break
 
     def _restrict(self, i: int, keep: np.ndarray) -> None:
         self.unary[i] = self.unary[i][keep]
         self.keep[i] = self.keep[i][keep]
-        for (a, b) in list(self.pairs):
-            if a == i:
-                self.pairs[(a, b)] = self.pairs[(a, b)][keep]
-            elif b == i:
-                self.pairs[(a, b)] = self.pairs[(a, b)][:, keep]
-        if len(keep) == 1:  # fold edges of a now-fixed node into its neighbours
-            for (a, b) in list(self.pairs):
-                if a == i:
-                    self.unary[b] = self.unary[b] + self.pairs.pop((a, b))[0]
-                elif b == i:
-                    self.unary[a] = self.unary[a] + self.pairs.pop((a, b))[:, 0]
+        for key in list(self.keys_of.get(i, ())):
+            a, b = key
+            self.pairs[key] = self.pairs[key][keep] if a == i else self.pairs[key][:, keep]
+            if len(keep) == 1:  # fold the edge of a now-fixed node into its neighbour
+                m = self.pairs.pop(key)
+                other = b if a == i else a
+                self.unary[other] = self.unary[other] + (m[0] if a == i else m[:, 0])
+                self.keys_of[other].discard(key)
+                self.keys_of[i].discard(key)
+
+    def _merge_twins(self) -> None:
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, u in self.unary.items():
+            nb = sorted((j, a == i, self.pairs[(a, b)].tobytes()) for (a, b) in self.keys_of.get(i, ()) for j in (b if a == i else a,))
+            if nb:
+                groups[(u.tobytes(), self.keep[i].tobytes(), tuple(nb))].append(i)
+        for twins in groups.values():
+            if len(twins) < 2:
+                continue
+            rep, k = twins[0], float(len(twins))
+            self.unary[rep] = self.unary[rep] * k
+            for key in self.keys_of[rep]:
+                self.pairs[key] = self.pairs[key] * k
+            for t in twins[1:]:
+                self.twin_of[t] = rep
+                del self.unary[t]
+                for key in self.keys_of.pop(t, set()):
+                    a, b = key
+                    self.pairs.pop(key, None)
+                    self.keys_of[b if a == t else a].discard(key)
+
+    def expand(self, sel: dict[int, int]) -> dict[int, int]:
+        """Candidate index (into the problem's node options) for every member, twins included."""
+        out = {i: int(self.keep[i][k]) for i, k in sel.items()}
+        for t, rep in self.twin_of.items():
+            out[t] = out[rep]
+        return out
 
     def energy(self, sel: dict[int, int]) -> float:
         total = self.const + sum(float(self.unary[i][k]) for i, k in sel.items())
@@ -375,7 +408,7 @@ def solve_cost_milp(problem: Problem, members: list[int], time_limit: float = 10
     order = [i for i in problem.topo_order if i in inst.unary]
     sel, heur = inst.incumbent(order, t0 + 0.25 * time_limit)
     free = {i for (a, b) in inst.pairs for i in (a, b)}
-    choice = {i: int(inst.keep[i][k]) for i, k in sel.items()}
+    choice = inst.expand(sel)
     if not free:
         return CostMilpResult(choice, True, 0.0, heur, heur, time.perf_counter() - t0, 0, 0, heur)
     model, x = _build(inst, _level_keys(problem), free)
@@ -403,7 +436,7 @@ def solve_cost_milp(problem: Problem, members: list[int], time_limit: float = 10
     if bound is not None:
         rel = max(0.0, (obj - bound) / max(abs(obj), 1e-9))
         optimal = optimal or rel <= gap
-    choice = {i: int(inst.keep[i][k]) for i, k in sel.items()}
+    choice = inst.expand(sel)
     return CostMilpResult(
         choice, optimal, 0.0 if optimal else rel, bound, obj, time.perf_counter() - t0,
         len(model.cost), len(model.row_lo), heur,

@@ -152,6 +152,14 @@ class SkyTransferOperator(BaseOperator):
         task = self.dest_near_task
         store = self.state_store()
         plan = store.get_plan(ti.dag_id, ti.run_id)
+        if not plan and context.get("dag") is not None:
+            # Staging usually runs before the task it feeds: plan the run's sky tasks now (stored,
+            # so the sky tasks reuse this very plan).
+            from airflow_provider_sky.operators.sky import sky_tasks_of
+
+            tasks_, edges = sky_tasks_of(context["dag"])
+            if tasks_:
+                plan = SkyHook(self.sky_conn_id).core.plan_for_run(ti.dag_id, ti.run_id, tasks_, edges)
         if not plan:
             raise AirflowException(
                 f"dest_near_task={task!r}: no optimizer plan is stored for DAG {ti.dag_id!r} run {ti.run_id!r} "
@@ -236,9 +244,10 @@ class SkyTransferOperator(BaseOperator):
             self.dest_conn_id or "default chain",
             describe_options(dst_options),
         )
-        src_store = store_for(parse_uri(self.source_uri), **src_options)
-        dst_store = store_for(parse_uri(dest_uri), **dst_options)
+        stores = [store_for(parse_uri(self.source_uri), **src_options)]
         try:
+            stores.append(store_for(parse_uri(dest_uri), **dst_options))
+            src_store, dst_store = stores
             if staging and cloud != "local":
                 setup = ensure_staging_bucket(dst_store, region, self.lifecycle_days)
                 self.log.info(
@@ -268,7 +277,7 @@ class SkyTransferOperator(BaseOperator):
         except StorageError as exc:
             raise AirflowException(f"{type(exc).__name__}: {exc}") from exc
         finally:
-            for store in (src_store, dst_store):
+            for store in stores:
                 store.close()
         return self._result(result, dest_uri, cloud, region)
 
@@ -282,8 +291,6 @@ class SkyTransferOperator(BaseOperator):
                 r.files_skipped,
                 _fmt_bytes(r.bytes_skipped),
             )
-        else:
-            self.log.info("Done: %s", r.summary())
         if not result.source_files:
             self.log.warning("The source %s holds no objects: nothing was copied", self.source_uri)
         est = r.estimate
