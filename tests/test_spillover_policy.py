@@ -70,7 +70,9 @@ def test_cost_of_delay_compares_waiting_with_cloud_cost():
     cheap_time = sp.decide(sp.cost_of_delay(1.0), view(1800), CLOUD, now=NOW)
     assert cheap_time.choice == "wait" and cheap_time.inputs["wait_cost_usd"] == 0.5
     dear_time = sp.decide(sp.cost_of_delay(10.0), view(1800), CLOUD, now=NOW)
-    assert dear_time.choice == "cloud" and dear_time.inputs["cloud_total_cost_usd"] == pytest.approx(0.9333, abs=1e-3)
+    assert dear_time.choice == "cloud" and dear_time.inputs["cloud_total_cost_usd"] == pytest.approx(
+        0.9333, abs=1e-3
+    )
 
 
 def test_no_cloud_means_wait_and_decision_is_json():
@@ -112,7 +114,9 @@ def test_units_of_gpu_and_host_demands():
 
 
 def test_heterogeneity_report():
-    t = Task.from_dict({"run": "x", "inputs": {"s3://bucket/data": 10}, "resources": {"accelerators": "V100:1"}})
+    t = Task.from_dict(
+        {"run": "x", "inputs": {"s3://bucket/data": 10}, "resources": {"accelerators": "V100:1"}}
+    )
     fit = sp.pool_fit(t, HOSTS)
     cloud = sp.CloudQuote(True, accelerator="A100:1")
     notes = sp.heterogeneity(t, fit, cloud, bucket_access=False)
@@ -126,7 +130,9 @@ def test_heterogeneity_report():
 
 
 def test_cloud_quote_from_the_optimizer():
-    t = Task.from_dict({"name": "g", "run": "x", "resources": {"accelerators": "V100:1"}, "estimated_hours": 1})
+    t = Task.from_dict(
+        {"name": "g", "run": "x", "resources": {"accelerators": "V100:1"}, "estimated_hours": 1}
+    )
     q = sp.quote_cloud(t, ["aws"], 3600)
     assert q.available and q.source == "optimizer" and q.placement["cloud"] == "aws" and q.hourly_price > 0
     assert q.provision_s == sp.DEFAULT_CLOUD_PROVISION_S
@@ -152,7 +158,7 @@ def test_shared_queue_positions_stale_entries_holds_and_learned_runtimes(tmp_pat
     pool_queue.start_hold(store, "p", "c1", 1800, "d", "t")
     assert pool_queue.settle_holds(store, "p") == []  # still leased
     pools.release(store, "p", "c1")
-    (hold, seconds), = pool_queue.settle_holds(store, "p")
+    ((hold, seconds),) = pool_queue.settle_holds(store, "p")
     assert hold.cluster_name == "c1" and seconds >= 0
     pool_queue.record_runtime(store, "d", "t", 100.0)
     pool_queue.record_runtime(store, "d", "t", 300.0)
@@ -176,7 +182,9 @@ def test_pools_cli_shows_capacity_queue_and_decisions(tmp_path, capsys):
     cloud = SshPoolCloud("lab", HOSTS, store=store)
     pools.allocate(store, "lab", "c1", lambda taken: [SlotClaim("u@a:22", "gpu:0", 0)])
     pool_queue.enqueue(store, "lab", "c2", dag_id="d", task_id="t", runtime_s=60)
-    pool_queue.record_decision(store, "lab", "c2", {"choice": "wait", "reason": "full", "expected_wait_s": 30.0})
+    pool_queue.record_decision(
+        store, "lab", "c2", {"choice": "wait", "reason": "full", "expected_wait_s": 30.0}
+    )
     (st,) = pool_status(store, {"lab": cloud})
     assert (st["hosts"], st["hosts_free"], st["gpus"], st["gpus_free"]) == (2, 1, 2, 1)
     assert st["queue"][0]["cluster"] == "c2" and st["decisions"][0]["choice"] == "wait"

@@ -76,8 +76,12 @@ def make_core(hosts: SshdHosts, url: str, local_dir: Path, pool: str, gpu_cloud:
 
 def sky_task(estimated_s: float, **res: Any) -> Task:
     return Task.from_dict(
-        {"name": "burst", "run": "echo ran on $(hostname) as $USER; sleep 1", "resources": res,
-         "estimated_hours": estimated_s / 3600}  # fmt: skip
+        {
+            "name": "burst",
+            "run": "echo ran on $(hostname) as $USER; sleep 1",
+            "resources": res,
+            "estimated_hours": estimated_s / 3600,
+        }
     )
 
 
@@ -148,7 +152,9 @@ def test_burst_larger_than_pool(case: str, hosts: SshdHosts, tmp_path: Path) -> 
     core = make_core(hosts, f"sqlite:///{tmp_path}/state.db", tmp_path / "local", pool)
     out = run_burst(core, factory(), estimated_s)
     got = counts(out)
-    reasons = [(d.cluster_name, d.choice, d.reason) for d in pool_queue.recent_decisions(core.store, pool, limit=100)]
+    reasons = [
+        (d.cluster_name, d.choice, d.reason) for d in pool_queue.recent_decisions(core.store, pool, limit=100)
+    ]
     assert (got["onprem"], got["cloud"]) == (onprem, cloud), reasons
     assert (waits_recorded(core, pool) >= 3) is waited
     assert pool_queue.queue(core.store, pool) == []  # nobody left queued
@@ -156,7 +162,11 @@ def test_burst_larger_than_pool(case: str, hosts: SshdHosts, tmp_path: Path) -> 
     spilled = [d for d in decisions if d.choice == "cloud"]
     assert len(spilled) == cloud
     for d in spilled:  # the reason names the policy's numbers
-        key = {"prefer_onprem": "max_wait", "deadline": "misses the deadline", "cost_of_delay": "waiting costs"}[case.split("-")[0]]
+        key = {
+            "prefer_onprem": "max_wait",
+            "deadline": "misses the deadline",
+            "cost_of_delay": "waiting costs",
+        }[case.split("-")[0]]
         assert key in d.reason, d.reason
     # the on-prem runs taught the queue how long this task holds a host (settled by the next task)
     pool_queue.settle_holds(core.store, pool)
@@ -182,7 +192,9 @@ def test_gpu_task_the_pool_lacks_goes_to_the_cloud(hosts: SshdHosts, tmp_path: P
 ROUNDS = 3
 
 
-def _race_worker(conn: dict[str, Any], url: str, local_dir: str, i: int, token: str, barrier: Any, results: Any) -> None:
+def _race_worker(
+    conn: dict[str, Any], url: str, local_dir: str, i: int, token: str, barrier: Any, results: Any
+) -> None:
     store = StateStore(url)
     ssh = SshPoolCloud.from_connection(conn, store=store, cancel_grace=1)
     core = SkyCore(store, {"ssh": ssh, "local": LocalCloud(local_dir, cancel_grace=1)})
@@ -212,7 +224,9 @@ def test_two_processes_race_for_the_last_host_on_postgres(hosts: SshdHosts, tmp_
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(2), ctx.Queue()
     procs = [
-        ctx.Process(target=_race_worker, args=(conn, url, str(tmp_path / "local"), i, token, barrier, results))
+        ctx.Process(
+            target=_race_worker, args=(conn, url, str(tmp_path / "local"), i, token, barrier, results)
+        )
         for i in range(2)
     ]
     try:

@@ -48,7 +48,9 @@ def pool_status(store: Any, clouds: dict[str, Any], limit: int = 10) -> list[dic
             {
                 "pool": name,
                 "hosts": len(hosts) if cloud is not None else None,
-                "hosts_free": (len([h for h in hosts if h.key not in busy_hosts]) if cloud is not None else None),
+                "hosts_free": (
+                    len([h for h in hosts if h.key not in busy_hosts]) if cloud is not None else None
+                ),
                 "gpus": gpus_total,
                 "gpus_free": None if gpus_total is None else gpus_total - gpus_taken,
                 "slots_taken": len(taken),
@@ -137,7 +139,9 @@ def cmd_pools(args: argparse.Namespace, console: Console) -> int:
 
 def add_pools_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``pools`` on the ``sky-airflow`` sub-command parsers (handler: ``func(args, console)``)."""
-    parser = subparsers.add_parser("pools", help="on-prem pools: capacity, free slots, queue, spill decisions")
+    parser = subparsers.add_parser(
+        "pools", help="on-prem pools: capacity, free slots, queue, spill decisions"
+    )
     parser.add_argument("--limit", type=int, default=10, help="recent decisions per pool (default: 10)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=cmd_pools)

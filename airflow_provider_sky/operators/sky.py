@@ -47,6 +47,8 @@ class SkyTaskOperator(BaseOperator):
     :param sky_conn_id: the ``sky`` connection (optional; defaults need none).
     :param poll_interval: seconds between job status checks while streaming logs.
     :param log_tail_lines: how many last log lines the failure message carries.
+    :param storage_conn_ids: Airflow connections for bucket `file_mounts`, by scheme
+        (``{"s3": "aws_default", "gs": "gcp", "az": "wasb"}``); default: each SDK's credential chain.
     :param keep_warm: for a named cluster, decide at the end from the DAG's schedule: keep it up
         (with a safety autostop) when the next run starts sooner than a cold start's break-even
         time, else tear it down. The decision and its numbers go to the task log.
@@ -82,6 +84,7 @@ class SkyTaskOperator(BaseOperator):
         log_tail_lines: int = 40,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         keep_warm: bool = False,
+        storage_conn_ids: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -91,6 +94,7 @@ class SkyTaskOperator(BaseOperator):
                 "give cluster_name='...' so the next run can reuse the warm cluster",
             )
         self.keep_warm = keep_warm
+        self.storage_conn_ids = dict(storage_conn_ids or {})
         base = self._load_base_spec(task)
         overrides = {
             "run": run,
@@ -219,7 +223,7 @@ class SkyTaskOperator(BaseOperator):
             if not (task.run or task.setup):
                 return self._cluster_result(launched.cluster, launched.created)
         if job_id is None:
-            job_id = core.submit(task, name, owner)
+            job_id = core.submit(task, name, owner, store_options=self._store_options)
             if state is not None:
                 state.set(STATE_KEY, {"cluster": name, "job_id": job_id, "log_offset": 0})
         self._live["job_id"] = job_id
@@ -264,6 +268,14 @@ class SkyTaskOperator(BaseOperator):
         for secret in getattr(self, "_secret_values", ()):
             line = line.replace(secret, "***")
         return line
+
+    def _store_options(self, uri: str) -> dict[str, Any]:
+        """Credentials for a bucket mount's store, from the connection named for its scheme."""
+        from airflow_provider_sky.hooks.storage import SkyStorageHook
+        from airflow_provider_sky.storage.uri import parse_uri
+
+        scheme = parse_uri(uri).scheme
+        return SkyStorageHook(self.storage_conn_ids.get(scheme)).store_options(uri)
 
     def _planned_placement(self, core: Any, context: Any, owner: Owner) -> dict[str, Any] | None:
         """This task's place in the DAG run's plan (computed once over all sky tasks of the DAG)."""

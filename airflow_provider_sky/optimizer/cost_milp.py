@@ -106,16 +106,31 @@ def decompose(c: np.ndarray, la: np.ndarray, lb: np.ndarray, keys: np.ndarray) -
                 prev = min(prev, float(at.min()))
             v[a, d] = prev
     terms: list[_Term] = []
-    for d in (1, 2, 3):
-        refund = v[:, d - 1] - v[:, d]
-        key = keys[d - 1]
-        groups: dict[tuple[int, float], list[int]] = defaultdict(list)
-        for a in np.flatnonzero(np.abs(refund) > _EPS).tolist():
-            groups[(int(key[la[a]]), round(float(refund[a]), 9))].append(a)
-        for (gkey, r), members in groups.items():
-            h = tuple(np.flatnonzero(key[lb] == gkey).tolist())
-            if h:
-                terms.append(_Term(-r, tuple(members), h, d))
+    v0 = v[:, 0].copy()
+    # target sets per source and level; a refund moves up to the shallowest level with the same
+    # target set (same product), or into the source price when it covers every target
+    refund = v[:, :3] - v[:, 1:]
+    groups: dict[tuple[int, tuple[int, ...], float], list[int]] = defaultdict(list)
+    for a in range(na):
+        sets = [tuple(np.flatnonzero(keys[d][lb] == keys[d][la[a]]).tolist()) for d in range(3)]
+        acc = [0.0, 0.0, 0.0]
+        for d in range(3):
+            r = float(refund[a, d])
+            if abs(r) <= _EPS or not sets[d]:
+                continue
+            top = d
+            while top > 0 and sets[top - 1] == sets[d]:
+                top -= 1
+            acc[top] += r
+        for d in range(3):
+            if abs(acc[d]) <= _EPS:
+                continue
+            if len(sets[d]) == nb:
+                v0[a] -= acc[d]
+            else:
+                groups[(d + 1, sets[d], round(acc[d], 9))].append(a)
+    for (level, h, r), members in groups.items():
+        terms.append(_Term(-r, tuple(members), h, level))
     delta = c - v[np.arange(na)[:, None], depth]
     rows: dict[tuple[tuple[int, ...], float], list[int]] = defaultdict(list)
     for a in range(na):
@@ -127,7 +142,7 @@ def decompose(c: np.ndarray, la: np.ndarray, lb: np.ndarray, keys: np.ndarray) -
             rows[(tuple(bs), val)].append(a)
     for (h, val), g in rows.items():
         terms.append(_Term(val, tuple(g), h, 0))
-    return v[:, 0], terms
+    return v0, terms
 
 
 class _Instance:
@@ -339,21 +354,35 @@ def _build(inst: _Instance, keys: np.ndarray, free: set[int]) -> tuple[_Model, d
         xu, xv = x[i], x[j]
         for k, val in enumerate(v0.tolist()):
             m.cost[xu[k]] += val
-        joined: dict[tuple[int, tuple[int, ...]], list[int]] = defaultdict(list)
+        joined: dict[tuple[int, tuple[int, ...]], list[_Term]] = defaultdict(list)
         for t in terms:
-            z = m.var(t.coef)
             gcols = [xu[a] for a in t.g]
             hcols = [xv[b] for b in t.h]
-            if t.coef < 0:  # refund: z <= X_u(g), z <= X_v(h) (joined per target group below)
-                m.row([z, *gcols], [1.0] + [-1.0] * len(gcols), -np.inf, 0.0)
-                if t.level:
-                    joined[(t.level, t.h)].append(z)
-                else:
-                    m.row([z, *hcols], [1.0] + [-1.0] * len(hcols), -np.inf, 0.0)
-            else:  # penalty: z >= X_u(g) + X_v(h) - 1
+            if t.coef > 0:  # penalty: z >= X_u(g) + X_v(h) - 1
+                z = m.var(t.coef)
                 m.row([*gcols, *hcols, z], [1.0] * (len(gcols) + len(hcols)) + [-1.0], -np.inf, 1.0)
-        for (_, h), zs in joined.items():
+            elif t.level:
+                joined[(t.level, t.h)].append(t)
+            else:  # exception refund: z <= X_u(g), z <= X_v(h)
+                z = m.var(t.coef)
+                m.row([z, *gcols], [1.0] + [-1.0] * len(gcols), -np.inf, 0.0)
+                m.row([z, *hcols], [1.0] + [-1.0] * len(hcols), -np.inf, 0.0)
+        for (_, h), ts in joined.items():
             hcols = [xv[b] for b in h]
+            if len(ts) == 1:  # refund R on [u in g][v in h] = -R X_u(g) + R y, y >= X_u(g) - X_v(h)
+                (t,) = ts
+                y = m.var(-t.coef)
+                for a in t.g:
+                    m.cost[xu[a]] += t.coef
+                gcols = [xu[a] for a in t.g]
+                m.row([*gcols, *hcols, y], [1.0] * len(gcols) + [-1.0] * len(hcols) + [-1.0], -np.inf, 0.0)
+                continue
+            zs = []
+            for t in ts:  # z_g <= X_u(g), sum_g z_g <= X_v(h)
+                z = m.var(t.coef)
+                gcols = [xu[a] for a in t.g]
+                m.row([z, *gcols], [1.0] + [-1.0] * len(gcols), -np.inf, 0.0)
+                zs.append(z)
             m.row([*zs, *hcols], [1.0] * len(zs) + [-1.0] * len(hcols), -np.inf, 0.0)
     return m, x
 

@@ -22,12 +22,12 @@ from airflow_provider_sky.execution import jobs
 from airflow_provider_sky.execution.logs import LogTailer
 from airflow_provider_sky.provision.autostop import AutostopConfig, ensure_autostop, refresh_cluster_status
 from airflow_provider_sky.provision.failover import launch_with_failover
+from airflow_provider_sky.provision.file_mounts import StoreOptions, fetch_bucket_mounts
 from airflow_provider_sky.provision.keepwarm import decide_keep_warm, measured_startup_seconds
 from airflow_provider_sky.provision.placement import Placement, ordered_source, placements_from_resources
 from airflow_provider_sky.provision.planning import placement_ranker, plan_for_run
 from airflow_provider_sky.provision.settings import SkySettings
 from airflow_provider_sky.spec import Task
-from airflow_provider_sky.spec.file_mounts import is_bucket_uri
 from airflow_provider_sky.state import ClusterRecord, ClusterStatus, JobRecord, JobStatus, StateStore
 
 log = logging.getLogger(__name__)
@@ -431,27 +431,27 @@ class SkyCore:
             raise ConfigError(f"cluster {cluster_name} is not known to the state store", fix="launch it first")
         return self._cloud(record.cloud).runners(self._handle(record))
 
-    def _sync(self, task: Task, cluster: ClusterRecord, runners: list[Any]) -> None:
-        """Copy workdir and local file mounts onto every node."""
-        for dst, mount in task.file_mounts.items():
-            if mount.source and is_bucket_uri(mount.source):
-                raise ConfigError(
-                    f"file_mounts.{dst}: bucket sources ({mount.source}) are not staged by this backend yet",
-                    cloud=cluster.cloud,
-                    fix="copy the data with a local path source, or stage it in an upstream task",
-                )
+    def _sync(
+        self, task: Task, cluster: ClusterRecord, runners: list[Any], store_options: StoreOptions | None = None
+    ) -> None:
+        """Copy workdir, local file mounts and bucket mounts (fetched once here, COPY mode) onto every node."""
+        cache = self.log_archive_dir().parent / "mounts" / cluster.name
+        fetched = fetch_bucket_mounts(task.file_mounts, cache, store_options)
         for runner in runners:
             if task.workdir:
                 runner.put(task.workdir, WORKDIR_ON_NODE)
             for dst, mount in task.file_mounts.items():
-                if mount.source is None:
+                source = fetched.get(dst) or mount.source
+                if source is None:
                     continue
                 target = dst
                 if cluster.cloud == "local":  # never write outside the node's directory
                     target = dst.lstrip("~").lstrip("/")
-                runner.put(mount.source, target)
+                runner.put(source, target)
 
-    def submit(self, task: Task, cluster_name: str, owner: Owner | None = None) -> int:
+    def submit(
+        self, task: Task, cluster_name: str, owner: Owner | None = None, store_options: StoreOptions | None = None
+    ) -> int:
         """Sync files and start the task's job (setup first, once per cluster) detached; return its id."""
         owner = owner or Owner()
         task.validate_for_run()
@@ -459,7 +459,7 @@ class SkyCore:
         if cluster is None or cluster.status is not ClusterStatus.UP:
             raise ConfigError(f"cluster {cluster_name} is not UP", fix="launch it first")
         runners = self._runners(cluster_name)
-        self._sync(task, cluster, runners)
+        self._sync(task, cluster, runners, store_options)
         job = self.store.next_job(
             cluster_name,
             name=task.name,

@@ -83,9 +83,15 @@ def launch_with_spillover(
             fix="enable 'ssh' with ssh_pool_conn_id in the sky connection, or turn spillover off",
         )
     pool_name: str = getattr(pool, "pool_name", pool_cloud_name)
-    names = tuple(cloud_names) if cloud_names is not None else tuple(n for n in core.clouds if n != pool_cloud_name)
+    names = (
+        tuple(cloud_names)
+        if cloud_names is not None
+        else tuple(n for n in core.clouds if n != pool_cloud_name)
+    )
     names = tuple(n for n in names if n != pool_cloud_name)
-    bucket_access = pool_bucket_access if pool_bucket_access is not None else getattr(pool, "bucket_access", None)
+    bucket_access = (
+        pool_bucket_access if pool_bucket_access is not None else getattr(pool, "bucket_access", None)
+    )
 
     def record(decision: sp.SpillDecision) -> None:
         log.info("%s: %s", cluster_name, decision.log_line())
@@ -117,7 +123,11 @@ def launch_with_spillover(
         record(decision)
         return go_pool(decision)
     existing = core.store.get_cluster(cluster_name)
-    if existing is not None and existing.status in (ClusterStatus.UP, ClusterStatus.STOPPED) and existing.cloud in names:
+    if (
+        existing is not None
+        and existing.status in (ClusterStatus.UP, ClusterStatus.STOPPED)
+        and existing.cloud in names
+    ):
         decision = sp.SpillDecision("cloud", f"cluster {cluster_name} already runs on {existing.cloud}: reuse",
                                     policy=policy.describe())  # fmt: skip
         record(decision)
@@ -140,7 +150,9 @@ def launch_with_spillover(
     if not fit.can_run:
         cloud = quote()
         view = sp.OnPremView(False, fit.reason, runtime_s=runtime.seconds, runtime_source=runtime.source)
-        decision = sp.decide(policy, view, cloud, now=clock(), heterogeneity=sp.heterogeneity(task, fit, cloud, bucket_access))
+        decision = sp.decide(
+            policy, view, cloud, now=clock(), heterogeneity=sp.heterogeneity(task, fit, cloud, bucket_access)
+        )
         record(decision)
         return go_cloud(decision)
 
@@ -174,9 +186,13 @@ def launch_with_spillover(
                     view = dataclasses.replace(view, free_now=False, free_units=0)
                 except ProvisionError as exc:  # e.g. a host went away: spill
                     fit = dataclasses.replace(fit, can_run=False, reason=f"on-prem launch failed: {exc}")
-                    view = sp.OnPremView(False, fit.reason, runtime_s=runtime.seconds, runtime_source=runtime.source)
+                    view = sp.OnPremView(
+                        False, fit.reason, runtime_s=runtime.seconds, runtime_source=runtime.source
+                    )
                 else:
-                    pool_queue.start_hold(core.store, pool_name, cluster_name, runtime.seconds, dag_id, task_id)
+                    pool_queue.start_hold(
+                        core.store, pool_name, cluster_name, runtime.seconds, dag_id, task_id
+                    )
                     pool_queue.dequeue(core.store, pool_name, cluster_name)
                     if notes is None:
                         notes = sp.heterogeneity(task, fit, cloud, bucket_access)
@@ -223,7 +239,13 @@ def _store_cloud(uri: str) -> str | None:
 
 
 def _next_sleep(
-    poll: Backoff, attempt: int, policy: sp.SpillPolicy, view: sp.OnPremView, waited: float, now: float, stale_after: float
+    poll: Backoff,
+    attempt: int,
+    policy: sp.SpillPolicy,
+    view: sp.OnPremView,
+    waited: float,
+    now: float,
+    stale_after: float,
 ) -> float:
     """The backoff delay, cut short where the policy would flip to the cloud (and below the stale limit)."""
     delay = min(poll.delay(attempt), stale_after / 3)

@@ -215,7 +215,10 @@ class CloudQuote:
 
     @property
     def cost_usd(self) -> float:
-        return self.hourly_price * self.num_nodes * (self.provision_s + self.runtime_s) / 3600.0 + self.egress_usd
+        return (
+            self.hourly_price * self.num_nodes * (self.provision_s + self.runtime_s) / 3600.0
+            + self.egress_usd
+        )
 
 
 def _r(x: float | None, nd: int = 3) -> float | None:
@@ -274,7 +277,10 @@ def decide(
     if pool.free_now:
         return out("onprem", f"pool has capacity now ({pool.free_units} of {pool.units_total} units free)")
     if not cloud.available:
-        return out("wait", f"pool is full and there is no cloud to spill to ({cloud.reason}); expected wait {wait:.0f}s")
+        return out(
+            "wait",
+            f"pool is full and there is no cloud to spill to ({cloud.reason}); expected wait {wait:.0f}s",
+        )
     queue_text = f"expected wait {wait:.0f}s (position {pool.position}, {pool.ahead} ahead, runtime {pool.runtime_s:.0f}s {pool.runtime_source})"
 
     if policy.kind == "prefer_onprem":
@@ -291,21 +297,37 @@ def decide(
         inputs["onprem_slack_s"] = _r(due - onprem_finish, 1)
         inputs["cloud_slack_s"] = _r(due - cloud_finish, 1)
         if onprem_finish <= due:
-            return out("wait", f"{queue_text}: on-prem finish {_iso(onprem_finish)} meets the deadline {_iso(due)}")
+            return out(
+                "wait", f"{queue_text}: on-prem finish {_iso(onprem_finish)} meets the deadline {_iso(due)}"
+            )
         miss = f"on-prem finish {_iso(onprem_finish)} misses the deadline {_iso(due)} by {onprem_finish - due:.0f}s"
         if cloud_finish < onprem_finish:
-            verdict = "meets it" if cloud_finish <= due else f"misses it by {cloud_finish - due:.0f}s but sooner"
+            verdict = (
+                "meets it" if cloud_finish <= due else f"misses it by {cloud_finish - due:.0f}s but sooner"
+            )
             return out("cloud", f"{queue_text}: {miss}; the cloud finishes {_iso(cloud_finish)} ({verdict})")
-        return out("wait", f"{queue_text}: {miss}, but the cloud would finish even later ({_iso(cloud_finish)})")
+        return out(
+            "wait", f"{queue_text}: {miss}, but the cloud would finish even later ({_iso(cloud_finish)})"
+        )
 
     rate = policy.dollars_per_hour or 0.0
-    wait_cost = (wait * rate / 3600.0 if math.isfinite(wait) else math.inf) + pool.hourly_price * pool.runtime_s / 3600.0 + pool.egress_usd
+    wait_cost = (
+        (wait * rate / 3600.0 if math.isfinite(wait) else math.inf)
+        + pool.hourly_price * pool.runtime_s / 3600.0
+        + pool.egress_usd
+    )
     cloud_cost = cloud.cost_usd + cloud.provision_s * rate / 3600.0
     inputs["wait_cost_usd"] = _r(wait_cost, 4)
     inputs["cloud_total_cost_usd"] = _r(cloud_cost, 4)
     if wait_cost <= cloud_cost:
-        return out("wait", f"{queue_text}: waiting costs ${wait_cost:.4f} <= cloud ${cloud_cost:.4f} (at ${rate:g}/h of delay)")
-    return out("cloud", f"{queue_text}: waiting costs ${wait_cost:.4f} > cloud ${cloud_cost:.4f} (at ${rate:g}/h of delay)")
+        return out(
+            "wait",
+            f"{queue_text}: waiting costs ${wait_cost:.4f} <= cloud ${cloud_cost:.4f} (at ${rate:g}/h of delay)",
+        )
+    return out(
+        "cloud",
+        f"{queue_text}: waiting costs ${wait_cost:.4f} > cloud ${cloud_cost:.4f} (at ${rate:g}/h of delay)",
+    )
 
 
 # ---- the pool's side ---------------------------------------------------------------------------
@@ -334,7 +356,9 @@ def _num(q: Any) -> float:
     return float(getattr(q, "value", 0) or 0)
 
 
-def pool_fit(task: Task, inventory: Sequence[PoolHost], pool_cloud: str = "ssh", pool_name: str = "") -> PoolFit:
+def pool_fit(
+    task: Task, inventory: Sequence[PoolHost], pool_cloud: str = "ssh", pool_name: str = ""
+) -> PoolFit:
     """The first of the task's candidates the pool's hosts could ever run, or why none can."""
     problems: list[str] = []
     nodes = max(1, int(task.num_nodes or 1))
@@ -456,11 +480,15 @@ def bucket_sources(task: Task) -> list[tuple[str, float]]:
     from airflow_provider_sky.spec.file_mounts import is_bucket_uri
 
     out = [(uri, float(gb or 0.0)) for uri, gb in (task.inputs or {}).items() if is_bucket_uri(uri)]
-    out += [(m.source, 0.0) for m in (task.file_mounts or {}).values() if m.source and is_bucket_uri(m.source)]
+    out += [
+        (m.source, 0.0) for m in (task.file_mounts or {}).values() if m.source and is_bucket_uri(m.source)
+    ]
     return out
 
 
-def _egress(src_cloud: str | None, src_region: str | None, dst_cloud: str, dst_region: str | None, gb: float) -> float:
+def _egress(
+    src_cloud: str | None, src_region: str | None, dst_cloud: str, dst_region: str | None, gb: float
+) -> float:
     if gb <= 0 or src_cloud is None or src_cloud in ("local", "ssh"):
         return 0.0
     try:
@@ -476,7 +504,9 @@ def staging_egress(task: Task, dst_cloud: str, dst_region: str | None) -> float:
     from airflow_provider_sky.optimizer.data_flow import store_cloud
     from airflow_provider_sky.spec.file_mounts import is_bucket_uri
 
-    total = sum(_egress(store_cloud(uri), None, dst_cloud, dst_region, gb) for uri, gb in bucket_sources(task))
+    total = sum(
+        _egress(store_cloud(uri), None, dst_cloud, dst_region, gb) for uri, gb in bucket_sources(task)
+    )
     if dst_cloud not in ("local", "ssh"):  # outputs that land on-prem leave the cloud
         for uri, gb in (task.outputs or {}).items():
             if not is_bucket_uri(uri):
@@ -484,10 +514,15 @@ def staging_egress(task: Task, dst_cloud: str, dst_region: str | None) -> float:
     return total
 
 
-def measured_provision_s(store: StateStore | None, cloud_names: Iterable[str], dag_id: str | None = None) -> float:
+def measured_provision_s(
+    store: StateStore | None, cloud_names: Iterable[str], dag_id: str | None = None
+) -> float:
     """Median provisioning time (cluster row created -> first launched attempt) on those clouds."""
     names = tuple(cloud_names)
-    default = max((DEFAULT_PROVISION_S.get(c, DEFAULT_CLOUD_PROVISION_S) for c in names), default=DEFAULT_CLOUD_PROVISION_S)
+    default = max(
+        (DEFAULT_PROVISION_S.get(c, DEFAULT_CLOUD_PROVISION_S) for c in names),
+        default=DEFAULT_CLOUD_PROVISION_S,
+    )
     if store is None:
         return default
     clusters = [c for c in store.list_clusters(owner_dag_id=dag_id) if c.cloud in names]
@@ -574,7 +609,9 @@ def quote_cloud(
 
 
 # ---- heterogeneity -----------------------------------------------------------------------------
-def heterogeneity(task: Task, fit: PoolFit, cloud: CloudQuote | None, bucket_access: bool | None) -> list[str]:
+def heterogeneity(
+    task: Task, fit: PoolFit, cloud: CloudQuote | None, bucket_access: bool | None
+) -> list[str]:
     """Differences between running on-prem and in the cloud that the user should know before launch."""
     notes: list[str] = []
     buckets = [uri for uri, _ in bucket_sources(task)]
@@ -587,9 +624,13 @@ def heterogeneity(task: Task, fit: PoolFit, cloud: CloudQuote | None, bucket_acc
     if fit.can_run and cloud is not None and cloud.accelerator and fit.accelerator:
         wanted = cloud.accelerator.split(":")[0]
         if normalize_gpu_name(wanted) != fit.accelerator:
-            notes.append(f"accelerator differs: on-prem runs on {fit.demand}, the cloud plan on {cloud.accelerator}")
+            notes.append(
+                f"accelerator differs: on-prem runs on {fit.demand}, the cloud plan on {cloud.accelerator}"
+            )
     cands = task.resources.candidates()
     if fit.can_run and fit.resources is not None and len(cands) > 1 and fit.resources != cands[0]:
         first = dict(cands[0].accelerators or {}) or "the first choice"
-        notes.append(f"on-prem uses a fallback candidate ({fit.demand}), not the task's first choice ({first})")
+        notes.append(
+            f"on-prem uses a fallback candidate ({fit.demand}), not the task's first choice ({first})"
+        )
     return notes

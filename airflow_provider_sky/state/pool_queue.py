@@ -245,7 +245,9 @@ def queue(
         return [_queued(r) for r in s.scalars(stmt.order_by(QueueRow.ticket))]
 
 
-def position(store: StateStore, pool: str, cluster_name: str, stale_after: float = DEFAULT_STALE_AFTER_S) -> int | None:
+def position(
+    store: StateStore, pool: str, cluster_name: str, stale_after: float = DEFAULT_STALE_AFTER_S
+) -> int | None:
     """0-based place among live entries of the same demand (None: not queued)."""
     entries = queue(store, pool, stale_after)
     mine = next((e for e in entries if e.cluster_name == cluster_name), None)
@@ -311,7 +313,12 @@ def settle_holds(store: StateStore, pool: str) -> list[tuple[Hold, float]]:
 
 
 def record_runtime(
-    store: StateStore, dag_id: str, task_id: str, seconds: float, where: str = "cloud", cluster_name: str | None = None
+    store: StateStore,
+    dag_id: str,
+    task_id: str,
+    seconds: float,
+    where: str = "cloud",
+    cluster_name: str | None = None,
 ) -> None:
     """Add one observed runtime of a task (for runs that did not hold pool slots, e.g. in the cloud)."""
     with store._tx(write=True) as s:
@@ -371,7 +378,9 @@ def recent_decisions(store: StateStore, pool: str | None = None, limit: int = 20
         stmt = stmt.where(DecisionRow.pool == pool)
     with store._tx(write=False) as s:
         return [
-            DecisionRecord(r.pool, r.cluster_name, r.dag_id, r.task_id, r.choice, r.reason, dict(r.decision), r.at)
+            DecisionRecord(
+                r.pool, r.cluster_name, r.dag_id, r.task_id, r.choice, r.reason, dict(r.decision), r.at
+            )
             for r in s.scalars(stmt)
         ]
 
