@@ -62,7 +62,9 @@ TYPES_BY_LOWER = {k.lower(): k for k in TYPES}
 
 def error_message(code: str, *, location: str, zone: str, size: str, scope: str, spot: bool) -> str:
     """Azure's wording for each error code."""
-    family = "LowPriorityCores" if spot else f"standard{size.split('_')[1][:2].upper() if '_' in size else 'D'}Family Cores"
+    parts = size.split("_")
+    series = "".join(c for c in parts[1] if not c.isdigit()).upper() if len(parts) > 1 else "D"
+    family = "LowPriorityCores" if spot else f"standard{series}{''.join(parts[2:])}Family Cores"
     return {
         "SkuNotAvailable": f"The requested VM size for resource 'Following SKUs have failed for Capacity Restrictions: "
         f"{size}' is currently not available in location '{location}'. Please try another size or deploy to a "
@@ -151,6 +153,7 @@ class FakeArm:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # one round trip per call, no delayed-ACK stalls
 
             def log_message(self, *args: Any) -> None:
                 pass

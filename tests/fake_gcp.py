@@ -174,6 +174,8 @@ class FakeGce:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # one round trip per call, no delayed-ACK stalls
             def log_message(self, *args: Any) -> None:
                 pass
 

@@ -103,6 +103,7 @@ def _scenario(base: AirflowHome, root: Path, name: str) -> Outcome:
         timeout=300,
         check=False,
     )
+    (path / "retry.log").write_text(outcome.retry.stdout + outcome.retry.stderr)
     return outcome
 
 

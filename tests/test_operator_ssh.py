@@ -76,3 +76,30 @@ def test_ssh_enabled_without_pool_is_a_clear_error(monkeypatch: pytest.MonkeyPat
     op = SkyTaskOperator(task_id="x", run="true", resources={"infra": "ssh"})
     with pytest.raises(Exception, match=r"no node pool is configured.*ssh_pool_conn_id"):
         op.execute(_context("x", TaskStateStore()))
+
+
+def test_spillover_to_the_cloud_when_the_pool_is_busy(pool_connections) -> None:
+    """Two-host pool: a 2-node task holds both hosts, the next task spills to the other cloud."""
+    hold = SkyTaskOperator(
+        task_id="hold", run="true", resources={"infra": "ssh"}, num_nodes=2, cluster_name="pool-hold", poll_interval=0.2
+    )
+    hold.execute(_context("hold", TaskStateStore()))  # named => kept up, both hosts leased
+    spill = SkyTaskOperator(
+        task_id="burst",
+        run="echo ran-in-the-cloud",
+        spillover="prefer_onprem",
+        max_wait=0,
+        poll_interval=0.2,
+    )
+    result = spill.execute(_context("burst", TaskStateStore()))
+    assert result["cloud"] == "local" and result["exit_code"] == 0
+    assert result["spillover"]["choice"] == "cloud"
+    assert "pool" in result["spillover"]["reason"].lower() or result["spillover"]["inputs"]["pool_free_now"] is False
+    SkyHook().core.down("pool-hold")
+
+
+def test_spillover_parameters_are_checked_at_parse_time() -> None:
+    from airflow_provider_sky.spec import SpecError
+
+    with pytest.raises(SpecError, match="spillover"):
+        SkyTaskOperator(task_id="x", run="true", spillover="deadline")

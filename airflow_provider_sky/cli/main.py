@@ -13,6 +13,7 @@ from rich.table import Table
 
 from airflow_provider_sky.cli.common import core_from_args
 from airflow_provider_sky.cli.gc import add_gc_parser
+from airflow_provider_sky.cli.pools import add_pools_parser
 from airflow_provider_sky.spec import SpecError, load_tasks
 
 
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="machine-readable output")
     plan.set_defaults(func=cmd_plan)
     add_gc_parser(sub)
+    add_pools_parser(sub)
     return parser
 
 

@@ -49,6 +49,10 @@ class SkyTaskOperator(BaseOperator):
     :param log_tail_lines: how many last log lines the failure message carries.
     :param storage_conn_ids: Airflow connections for bucket `file_mounts`, by scheme
         (``{"s3": "aws_default", "gs": "gcp", "az": "wasb"}``); default: each SDK's credential chain.
+    :param spillover: on-prem first, then the cloud: ``"prefer_onprem"`` (wait at most ``max_wait``
+        seconds for the SSH pool), ``"deadline"`` (spill when the expected on-prem finish misses
+        ``deadline``: a datetime, or a timedelta after the task starts) or ``"cost_of_delay"``
+        (``cost_of_delay`` dollars per hour of waiting vs. the cloud's price). Needs "ssh" enabled.
     :param keep_warm: for a named cluster, decide at the end from the DAG's schedule: keep it up
         (with a safety autostop) when the next run starts sooner than a cold start's break-even
         time, else tear it down. The decision and its numbers go to the task log.
@@ -85,6 +89,10 @@ class SkyTaskOperator(BaseOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         keep_warm: bool = False,
         storage_conn_ids: dict[str, str] | None = None,
+        spillover: str | None = None,
+        max_wait: float | None = None,
+        deadline: Any = None,
+        cost_of_delay: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -95,6 +103,8 @@ class SkyTaskOperator(BaseOperator):
             )
         self.keep_warm = keep_warm
         self.storage_conn_ids = dict(storage_conn_ids or {})
+        self.spillover, self.max_wait, self.deadline, self.cost_of_delay = spillover, max_wait, deadline, cost_of_delay
+        self._spill_policy()  # parse-time check of the spillover parameters
         base = self._load_base_spec(task)
         overrides = {
             "run": run,
@@ -208,7 +218,17 @@ class SkyTaskOperator(BaseOperator):
             core.require_up(name)
         if job_id is None and self.launches:
             placement = self._planned_placement(core, context, owner)
-            launched = core.launch(task, name, owner, preferred=placement)
+            policy = self._spill_policy()
+            if policy is not None and "ssh" in core.clouds:
+                from airflow_provider_sky.provision.spill_launch import launch_with_spillover
+
+                launched, decision = launch_with_spillover(
+                    core, task, name, owner, policy, preferred=placement,
+                    on_decision=lambda d: self.log.info("%s", d.log_line()),
+                )  # fmt: skip
+                self._spill_decision = decision.to_dict()
+            else:
+                launched = core.launch(task, name, owner, preferred=placement)
             self.log.info(
                 "Cluster %s on %s/%s (%s x%d)%s",
                 name,
@@ -268,6 +288,24 @@ class SkyTaskOperator(BaseOperator):
         for secret in getattr(self, "_secret_values", ()):
             line = line.replace(secret, "***")
         return line
+
+    def _spill_policy(self) -> Any:
+        """The spillover policy from the operator's parameters (None: no spillover)."""
+        if not self.spillover:
+            return None
+        from datetime import UTC, datetime, timedelta
+
+        from airflow_provider_sky.provision.spillover import policy_from_params
+
+        deadline = self.deadline
+        if isinstance(deadline, timedelta):
+            deadline = datetime.now(UTC) + deadline
+        try:
+            return policy_from_params(
+                self.spillover, max_wait=self.max_wait, deadline_at=deadline, dollars_per_hour=self.cost_of_delay
+            )
+        except ValueError as exc:
+            raise SpecError("spillover", self.spillover, str(exc), "see the spillover parameters") from exc
 
     def _store_options(self, uri: str) -> dict[str, Any]:
         """Credentials for a bucket mount's store, from the connection named for its scheme."""
@@ -347,6 +385,8 @@ class SkyTaskOperator(BaseOperator):
              "outcome": a.outcome, "error": a.error_class, "message": a.message}
             for a in core.store.list_attempts(name)
         ]  # fmt: skip
+        if getattr(self, "_spill_decision", None):
+            result["spillover"] = self._spill_decision
         result["accrued_cost"] = round(core.store.get_cluster(name).cost_so_far or 0.0, 6)
         if self.keep_warm:
             decision = core.keep_warm_or_down(name, self._next_run_at(context), getattr(self, "dag_id", None))

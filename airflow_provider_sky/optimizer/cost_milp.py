@@ -89,60 +89,125 @@ def _level_keys(problem: Problem) -> np.ndarray:
 def decompose(c: np.ndarray, la: np.ndarray, lb: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, list[_Term]]:
     """``C`` as source prices (returned) plus product terms; exact for every (a, b)."""
     na, nb = c.shape
-    depth = np.zeros((na, nb), dtype=np.int64)
-    eq = np.ones((na, nb), dtype=bool)
+    eq = np.empty((3, na, nb), dtype=bool)
+    acc_eq = np.ones((na, nb), dtype=bool)
     for d in range(3):
-        eq &= keys[d][la][:, None] == keys[d][lb][None, :]
-        depth += eq
+        acc_eq = acc_eq & (keys[d][la][:, None] == keys[d][lb][None, :])
+        eq[d] = acc_eq
+    depth = eq.sum(axis=0)
     # V_d = the cheapest price at depth d, never above V_{d-1}: refunds are then >= 0 and sum to at
     # most V_0 for every source, so the relaxation never sees a negative egress; prices above V_d
     # become (rare) penalty terms.
-    v = np.zeros((na, 4))
-    for a in range(na):
-        prev = float(c[a].max())
-        for d in range(4):
-            at = c[a][depth[a] == d]
-            if len(at):
-                prev = min(prev, float(at.min()))
-            v[a, d] = prev
-    terms: list[_Term] = []
+    v = np.empty((na, 4))
+    prev = c.max(axis=1)
+    for d in range(4):
+        at = np.where(depth == d, c, np.inf).min(axis=1)
+        prev = np.minimum(prev, at)
+        v[:, d] = prev
     v0 = v[:, 0].copy()
-    # target sets per source and level; a refund moves up to the shallowest level with the same
-    # target set (same product), or into the source price when it covers every target
-    refund = v[:, :3] - v[:, 1:]
-    groups: dict[tuple[int, tuple[int, ...], float], list[int]] = defaultdict(list)
-    for a in range(na):
-        sets = [tuple(np.flatnonzero(keys[d][lb] == keys[d][la[a]]).tolist()) for d in range(3)]
-        acc = [0.0, 0.0, 0.0]
-        for d in range(3):
-            r = float(refund[a, d])
-            if abs(r) <= _EPS or not sets[d]:
-                continue
-            top = d
-            while top > 0 and sets[top - 1] == sets[d]:
-                top -= 1
-            acc[top] += r
-        for d in range(3):
-            if abs(acc[d]) <= _EPS:
-                continue
-            if len(sets[d]) == nb:
-                v0[a] -= acc[d]
-            else:
-                groups[(d + 1, sets[d], round(acc[d], 9))].append(a)
-    for (level, h, r), members in groups.items():
-        terms.append(_Term(-r, tuple(members), h, level))
+    refund = v[:, :3] - v[:, 1:]  # [a, d]: refund when v shares level d+1 with a
+    # a refund moves up to the shallowest level with the same target set (the same product), or
+    # into the source price when that set is every target
+    same_up = np.ones((na, 3), dtype=bool)
+    same_up[:, 0] = False
+    same_up[:, 1:] = np.all(eq[1:] == eq[:-1], axis=2).T
+    nonempty = eq.any(axis=2).T
+    full = eq.all(axis=2).T
+    acc = np.zeros((na, 3))
+    for d in range(3):
+        top = np.full(na, d)
+        for t in range(d, 0, -1):
+            move = (top == t) & same_up[:, t]
+            top[move] = t - 1
+        r = np.where(nonempty[:, d], refund[:, d], 0.0)
+        np.add.at(acc, (np.arange(na), top), r)
+    terms: list[_Term] = []
+    groups: dict[tuple[int, int, float], list[int]] = defaultdict(list)
+    for a_, d in zip(*np.nonzero(np.abs(acc) > _EPS), strict=True):
+        if full[a_, d]:
+            v0[a_] -= acc[a_, d]
+        else:
+            groups[(int(d), int(keys[d][la[a_]]), round(float(acc[a_, d]), 9))].append(int(a_))
+    for (d, gkey, r), members in groups.items():
+        h = tuple(np.flatnonzero(keys[d][lb] == gkey).tolist())
+        terms.append(_Term(-r, tuple(members), h, d + 1))
     delta = c - v[np.arange(na)[:, None], depth]
-    rows: dict[tuple[tuple[int, ...], float], list[int]] = defaultdict(list)
-    for a in range(na):
-        nz = np.flatnonzero(np.abs(delta[a]) > _EPS)
-        by_val: dict[float, list[int]] = defaultdict(list)
-        for b in nz.tolist():
-            by_val[round(float(delta[a, b]), 9)].append(b)
-        for val, bs in by_val.items():
-            rows[(tuple(bs), val)].append(a)
-    for (h, val), g in rows.items():
-        terms.append(_Term(val, tuple(g), h, 0))
+    bad = np.abs(delta) > _EPS
+    if bad.any():
+        rows: dict[tuple[tuple[int, ...], float], list[int]] = defaultdict(list)
+        for a_ in np.flatnonzero(bad.any(axis=1)).tolist():
+            by_val: dict[float, list[int]] = defaultdict(list)
+            for b_ in np.flatnonzero(bad[a_]).tolist():
+                by_val[round(float(delta[a_, b_]), 9)].append(b_)
+            for val, bs in by_val.items():
+                rows[(tuple(bs), val)].append(a_)
+        for (h, val), g in rows.items():
+            terms.append(_Term(val, tuple(g), h, 0))
     return v0, terms
+
+
+@dataclass
+class _Template:
+    """An edge's model rows with local column ids: 0..na-1 = x_u, na.. = x_v, then auxiliaries."""
+
+    xu_cost: np.ndarray
+    aux_cost: np.ndarray
+    row_hi: np.ndarray
+    nz_row: np.ndarray
+    nz_col: np.ndarray
+    nz_val: np.ndarray
+
+
+def compile_template(v0: np.ndarray, terms: list[_Term], nb: int) -> _Template:
+    """Linearise the product terms (see the module docstring) into rows over local columns."""
+    na = len(v0)
+    xu_cost = v0.copy()
+    aux_cost: list[float] = []
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    hi: list[float] = []
+
+    def aux(cost: float) -> int:
+        aux_cost.append(cost)
+        return na + nb + len(aux_cost) - 1
+
+    def row(cs: list[int], vs: list[float], upper: float) -> None:
+        rows.extend([len(hi)] * len(cs))
+        cols.extend(cs)
+        vals.extend(vs)
+        hi.append(upper)
+
+    joined: dict[tuple[int, tuple[int, ...]], list[_Term]] = defaultdict(list)
+    for t in terms:
+        g = list(t.g)
+        h = [na + b for b in t.h]
+        if t.coef > 0:  # penalty: z >= X_u(g) + X_v(h) - 1
+            row([*g, *h, aux(t.coef)], [1.0] * (len(g) + len(h)) + [-1.0], 1.0)
+        elif t.level:
+            joined[(t.level, t.h)].append(t)
+        else:  # exception refund: z <= X_u(g), z <= X_v(h)
+            z = aux(t.coef)
+            row([z, *g], [1.0] + [-1.0] * len(g), 0.0)
+            row([z, *h], [1.0] + [-1.0] * len(h), 0.0)
+    for (_, hs), ts in joined.items():
+        h = [na + b for b in hs]
+        if len(ts) == 1:  # refund R on [u in g][v in h] = -R X_u(g) + R y with y >= X_u(g) - X_v(h)
+            (t,) = ts
+            g = list(t.g)
+            xu_cost[g] += t.coef
+            row([*g, *h, aux(-t.coef)], [1.0] * len(g) + [-1.0] * len(h) + [-1.0], 0.0)
+            continue
+        zs = []
+        for t in ts:  # z_g <= X_u(g) and sum_g z_g <= X_v(h)
+            z = aux(t.coef)
+            row([z, *t.g], [1.0] + [-1.0] * len(t.g), 0.0)
+            zs.append(z)
+        row([*zs, *h], [1.0] * len(zs) + [-1.0] * len(h), 0.0)
+    return _Template(
+        xu_cost, np.asarray(aux_cost), np.asarray(hi), np.asarray(rows, dtype=np.int64),
+        np.asarray(cols, dtype=np.int64), np.asarray(vals),
+    )  # fmt: skip
 
 
 class _Instance:
@@ -307,84 +372,59 @@ class _Instance:
 
 
 class _Model:
-    """Column/row buffers (COO) for one HiGHS model."""
+    """One HiGHS model as arrays: x columns first (binary), then auxiliaries in [0, 1]."""
 
-    def __init__(self) -> None:
-        self.cost: list[float] = []
-        self.upper: list[float] = []
-        self.integer: list[int] = []
-        self.rows: list[int] = []
-        self.cols: list[int] = []
-        self.vals: list[float] = []
-        self.row_lo: list[float] = []
-        self.row_hi: list[float] = []
-
-    def var(self, cost: float, integer: bool = False) -> int:
-        self.cost.append(cost)
-        self.upper.append(1.0)
-        self.integer.append(1 if integer else 0)
-        return len(self.cost) - 1
-
-    def row(self, cols: list[int], vals: list[float], lo: float, hi: float) -> None:
-        r = len(self.row_lo)
-        self.rows.extend([r] * len(cols))
-        self.cols.extend(cols)
-        self.vals.extend(vals)
-        self.row_lo.append(lo)
-        self.row_hi.append(hi)
+    def __init__(self, cost: np.ndarray, integer: np.ndarray, row_lo: np.ndarray, row_hi: np.ndarray, a) -> None:
+        self.cost, self.integer, self.row_lo, self.row_hi, self.a = cost, integer, row_lo, row_hi, a
 
 
 def _build(inst: _Instance, keys: np.ndarray, free: set[int]) -> tuple[_Model, dict[int, list[int]]]:
-    m = _Model()
+    from scipy.sparse import csc_matrix
+
     problem = inst.problem
     x: dict[int, list[int]] = {}
-    for i, u in inst.unary.items():
+    base: dict[int, int] = {}
+    n_x = 0
+    for i in inst.unary:
         if i in free:
-            x[i] = [m.var(float(c), integer=True) for c in u.tolist()]
-            m.row(x[i], [1.0] * len(u), 1.0, 1.0)
-    templates: dict[tuple, tuple[np.ndarray, list[_Term]]] = {}
+            base[i] = n_x
+            x[i] = list(range(n_x, n_x + len(inst.unary[i])))
+            n_x += len(inst.unary[i])
+    x_cost = np.concatenate([inst.unary[i] for i in x]) if x else np.zeros(0)
+    # one "choose exactly one" row per node
+    r_parts = [np.repeat(np.arange(len(x)), [len(c) for c in x.values()])]
+    c_parts = [np.arange(n_x)]
+    v_parts = [np.ones(n_x)]
+    lo_parts = [np.ones(len(x))]
+    hi_parts = [np.ones(len(x))]
+    aux_parts: list[np.ndarray] = []
+    n_rows, n_cols = len(x), n_x
+    templates: dict[tuple, _Template] = {}
     for (i, j), c in inst.pairs.items():
         la = problem.nodes[i].loc[inst.keep[i]]
         lb = problem.nodes[j].loc[inst.keep[j]]
         tkey = (la.tobytes(), lb.tobytes(), c.tobytes())
-        hit = templates.get(tkey)
-        if hit is None:
-            hit = templates[tkey] = decompose(c, la, lb, keys)
-        v0, terms = hit
-        xu, xv = x[i], x[j]
-        for k, val in enumerate(v0.tolist()):
-            m.cost[xu[k]] += val
-        joined: dict[tuple[int, tuple[int, ...]], list[_Term]] = defaultdict(list)
-        for t in terms:
-            gcols = [xu[a] for a in t.g]
-            hcols = [xv[b] for b in t.h]
-            if t.coef > 0:  # penalty: z >= X_u(g) + X_v(h) - 1
-                z = m.var(t.coef)
-                m.row([*gcols, *hcols, z], [1.0] * (len(gcols) + len(hcols)) + [-1.0], -np.inf, 1.0)
-            elif t.level:
-                joined[(t.level, t.h)].append(t)
-            else:  # exception refund: z <= X_u(g), z <= X_v(h)
-                z = m.var(t.coef)
-                m.row([z, *gcols], [1.0] + [-1.0] * len(gcols), -np.inf, 0.0)
-                m.row([z, *hcols], [1.0] + [-1.0] * len(hcols), -np.inf, 0.0)
-        for (_, h), ts in joined.items():
-            hcols = [xv[b] for b in h]
-            if len(ts) == 1:  # refund R on [u in g][v in h] = -R X_u(g) + R y, y >= X_u(g) - X_v(h)
-                (t,) = ts
-                y = m.var(-t.coef)
-                for a in t.g:
-                    m.cost[xu[a]] += t.coef
-                gcols = [xu[a] for a in t.g]
-                m.row([*gcols, *hcols, y], [1.0] * len(gcols) + [-1.0] * len(hcols) + [-1.0], -np.inf, 0.0)
-                continue
-            zs = []
-            for t in ts:  # z_g <= X_u(g), sum_g z_g <= X_v(h)
-                z = m.var(t.coef)
-                gcols = [xu[a] for a in t.g]
-                m.row([z, *gcols], [1.0] + [-1.0] * len(gcols), -np.inf, 0.0)
-                zs.append(z)
-            m.row([*zs, *hcols], [1.0] * len(zs) + [-1.0] * len(hcols), -np.inf, 0.0)
-    return m, x
+        t = templates.get(tkey)
+        if t is None:
+            t = templates[tkey] = compile_template(*decompose(c, la, lb, keys), len(lb))
+        na = len(la)
+        bu, bv = base[i], base[j]
+        x_cost[bu : bu + na] += t.xu_cost
+        col = t.nz_col
+        mapped = np.where(col < na, bu + col, np.where(col < na + len(lb), bv + col - na, n_cols + col - na - len(lb)))
+        r_parts.append(n_rows + t.nz_row)
+        c_parts.append(mapped)
+        v_parts.append(t.nz_val)
+        lo_parts.append(np.full(len(t.row_hi), -np.inf))
+        hi_parts.append(t.row_hi)
+        aux_parts.append(t.aux_cost)
+        n_rows += len(t.row_hi)
+        n_cols += len(t.aux_cost)
+    cost = np.concatenate([x_cost, *aux_parts])
+    integer = np.zeros(n_cols, dtype=bool)
+    integer[:n_x] = True
+    a = csc_matrix((np.concatenate(v_parts), (np.concatenate(r_parts), np.concatenate(c_parts))), shape=(n_rows, n_cols))
+    return _Model(cost, integer, np.concatenate(lo_parts), np.concatenate(hi_parts), a), x
 
 
 def _highs():
@@ -399,27 +439,26 @@ def _highs():
 
 def _run_highs(m: _Model, x: dict[int, list[int]], start: dict[int, int], offset: float, time_limit: float, gap: float):
     import highspy
-    from scipy.sparse import csc_matrix
 
     h = _highs()
     h.setOptionValue("time_limit", max(time_limit, 0.01))
     h.setOptionValue("mip_rel_gap", gap)
     h.setOptionValue("random_seed", 0)
     n, r = len(m.cost), len(m.row_lo)
-    a = csc_matrix((np.asarray(m.vals), (np.asarray(m.rows, dtype=np.int64), np.asarray(m.cols, dtype=np.int64))), shape=(r, n))
     lp = highspy.HighsLp()
     lp.num_col_, lp.num_row_ = n, r
-    lp.col_cost_ = np.asarray(m.cost)
+    lp.col_cost_ = m.cost
     lp.col_lower_ = np.zeros(n)
-    lp.col_upper_ = np.asarray(m.upper)
-    lp.row_lower_ = np.asarray(m.row_lo)
-    lp.row_upper_ = np.asarray(m.row_hi)
+    lp.col_upper_ = np.ones(n)
+    lp.row_lower_ = m.row_lo
+    lp.row_upper_ = m.row_hi
     lp.offset_ = offset
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = a.indptr
-    lp.a_matrix_.index_ = a.indices
-    lp.a_matrix_.value_ = a.data
-    lp.integrality_ = [highspy.HighsVarType.kInteger if k else highspy.HighsVarType.kContinuous for k in m.integer]
+    lp.a_matrix_.start_ = m.a.indptr
+    lp.a_matrix_.index_ = m.a.indices
+    lp.a_matrix_.value_ = m.a.data
+    kinds = (highspy.HighsVarType.kContinuous, highspy.HighsVarType.kInteger)
+    lp.integrality_ = [kinds[k] for k in m.integer.tolist()]
     h.passModel(lp)
     # the incumbent's x values; HiGHS completes the continuous auxiliaries itself
     idx = np.array([c for cols in x.values() for c in cols], dtype=np.int32)

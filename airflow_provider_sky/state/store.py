@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from airflow_provider_sky.state import pool_queue as _pool_queue  # noqa: F401  (registers the spillover tables)
 from airflow_provider_sky.state import pools as _pools  # noqa: F401  (registers the pool tables)
-from airflow_provider_sky.state import staging_cache as _staging_cache  # noqa: F401  (registers the staging cache table)
 from airflow_provider_sky.state import recovery as _recovery  # noqa: F401  (registers the recovery table)
+from airflow_provider_sky.state import staging_cache as _staging_cache  # noqa: F401  (registers the staging cache table)
 from airflow_provider_sky.state.engine import EngineEntry, default_state_url, get_entry
 from airflow_provider_sky.state.errors import ClusterExistsError, ClusterNotFoundError, JobNotFoundError
 from airflow_provider_sky.state.models import Cluster, Job, LaunchAttempt, Plan, utcnow
