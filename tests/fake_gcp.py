@@ -246,10 +246,9 @@ class FakeGce:
                     continue
                 if "spot" in rule and spot is not None and bool(rule["spot"]) != spot:
                     continue
-                if "fit" in rule:
-                    if rule["fit"] > 0:
-                        rule["fit"] -= 1
-                        return None
+                if rule.get("fit", 0) > 0:
+                    rule["fit"] -= 1
+                    return None
                 if rule.get("times") is not None:
                     rule["times"] -= 1
                 return rule

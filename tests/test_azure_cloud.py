@@ -225,3 +225,31 @@ def test_zones_and_names(cloud: AzureCloud, fake_arm_server: FakeArm, tmp_path: 
     assert other.zones("westus2") == [] and other.zones("eastus") == ["eastus-1", "eastus-2", "eastus-3"]
     assert vm_name("abc", 2) == "abc-2"
     assert len(vm_name("A_" * 40, 0)) <= 64
+
+
+def test_credentials_that_cannot_get_a_token_fail_fast(fake_arm: FakeArm, tmp_path: Path) -> None:  # noqa: F811
+    from azure.core.exceptions import ClientAuthenticationError
+
+    class NoToken:
+        def get_token(self, *scopes: str, **kwargs: object) -> object:
+            raise ClientAuthenticationError("DefaultAzureCredential failed to retrieve a token")
+
+    cloud = AzureCloud(SUBSCRIPTION, credential=NoToken(), base_url=fake_arm.endpoint,
+                       connection_verify=str(fake_arm.ca_file), key_dir=tmp_path, api_retries=0)  # fmt: skip
+    with pytest.raises(CredentialsError, match="failed to retrieve a token") as err:
+        cloud.find("anything")
+    assert "subscriptionId" in (err.value.fix or "") and err.value.scope is Scope.CLOUD
+
+
+def test_from_connection_reads_the_azure_connection(fake_arm: FakeArm, tmp_path: Path) -> None:  # noqa: F811
+    from azure.identity import ClientSecretCredential
+
+    sp = AzureCloud.from_connection({"login": "app-id", "password": "secret",
+                                     "extra": {"extra__azure__tenantId": "t", "subscriptionId": SUBSCRIPTION}})  # fmt: skip
+    assert sp.subscription_id == SUBSCRIPTION and isinstance(sp._credential, ClientSecretCredential)
+    with pytest.raises(ConfigError, match="subscription"):
+        AzureCloud.from_connection({"login": "app-id", "password": "secret", "extra": {"tenantId": "t"}})
+    fields = {"extra": {"subscriptionId": SUBSCRIPTION, "token": "static", "base_url": fake_arm.endpoint,
+                        "ca_bundle": str(fake_arm.ca_file)}}  # fmt: skip
+    cloud = AzureCloud.from_connection(fields, key_dir=tmp_path, api_retries=0)
+    assert cloud.find("t-nothing-here") is None and fake_arm.calls["virtualMachines.listAll"] == 1

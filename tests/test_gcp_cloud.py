@@ -190,7 +190,7 @@ def test_insert_errors_are_classified(
 def test_permission_error_on_every_call_fails_fast_with_the_fix(cloud: GcpCloud, fake_gce: FakeGce, cluster: str) -> None:  # noqa: F811
     fake_gce.add_fault(method="*", code="forbidden",
                        message="Required 'compute.instances.list' permission for 'projects/sky-test-project'")  # fmt: skip
-    with pytest.raises(CredentialsError, match="compute.instances.list") as err:
+    with pytest.raises(CredentialsError, match=r"compute\.instances\.list") as err:
         cloud.launch(cluster, 1, None, region="us-central1", instance_type=N1)
     assert "roles/compute.instanceAdmin.v1" in (err.value.fix or "")
     assert fake_gce.calls["insert"] == 0
@@ -241,3 +241,22 @@ def test_zones_regions_and_names(cloud: GcpCloud) -> None:
     assert instance_name("abc", 3) == "abc-3"
     long = instance_name("x" * 70 + "_Bad", 0)
     assert len(long) <= 63 and long.endswith("-0") and long == instance_name("x" * 70 + "_Bad", 0)
+
+
+def test_from_connection_reads_the_google_cloud_platform_connection(fake_gce: FakeGce, tmp_path: Path) -> None:  # noqa: F811
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    key = {"type": "service_account", "project_id": "from-key", "private_key_id": "1", "private_key": pem.decode(),
+           "client_email": "sky@from-key.iam.gserviceaccount.com", "client_id": "1",
+           "token_uri": "https://oauth2.googleapis.com/token"}  # fmt: skip
+    fields = {"extra": {"extra__google_cloud_platform__keyfile_dict": json.dumps(key), "api_endpoint": fake_gce.endpoint}}
+    cloud = GcpCloud.from_connection(fields, key_dir=tmp_path, regions=REGIONS)
+    assert cloud.project == "from-key" and cloud.api_endpoint == fake_gce.endpoint
+    assert cloud._credentials.service_account_email == "sky@from-key.iam.gserviceaccount.com"
+    assert GcpCloud.from_connection({"extra": {"project": "p2", "keyfile_dict": json.dumps(key)}}).project == "p2"
+    with pytest.raises(CredentialsError, match="unusable"):
+        GcpCloud.from_connection({"extra": {"key_path": str(tmp_path / "missing.json")}})

@@ -120,6 +120,39 @@ class AzureCloud(Cloud):
         self._clients: dict[str, Any] = {}
         self._prepared: dict[str, tuple[str, str]] = {}  # region -> (resource group, subnet id)
 
+    @classmethod
+    def from_connection(cls, fields: Mapping[str, Any], **options: Any) -> AzureCloud:
+        """Build from an Airflow ``azure`` connection: login = client id, password = client secret,
+        extras ``tenantId`` and ``subscriptionId`` (``extra__azure__`` prefixes accepted); optional
+        ``token`` (static bearer token), ``base_url``, ``ca_bundle``, ``resource_group_prefix``, ``image``,
+        ``gpu_image``. Without a service principal: DefaultAzureCredential."""
+        extra = fields.get("extra") if isinstance(fields.get("extra"), Mapping) else {}
+        merged = {**extra, **{k: v for k, v in fields.items() if k != "extra" and v not in (None, "")}}
+
+        def get(key: str) -> Any:
+            return merged.get(key) or merged.get(f"extra__azure__{key}")
+
+        subscription = get("subscriptionId") or get("subscription_id")
+        if not subscription:
+            raise ConfigError(
+                "no Azure subscription configured",
+                cloud=AZURE,
+                fix="set the extra subscriptionId in the azure connection",
+            )
+        creds = {"token": get("token"), "login": get("login") or get("client_id"),
+                 "password": get("password") or get("client_secret"), "tenant_id": get("tenantId") or get("tenant_id")}  # fmt: skip
+        try:
+            credential = ar.credential_from_connection(creds)
+        except ImportError as exc:
+            raise ConfigError(f"the azure cloud needs azure-identity ({exc})", cloud=AZURE,
+                              fix="pip install 'airflow-provider-sky[azure]'") from exc  # fmt: skip
+        for key, option in (("base_url", "base_url"), ("ca_bundle", "connection_verify"),
+                            ("resource_group_prefix", "resource_group_prefix"), ("image", "image"),
+                            ("gpu_image", "gpu_image")):  # fmt: skip
+            if get(key) and option not in options:
+                options[option] = get(key)
+        return cls(str(subscription), credential=credential, **options)
+
     def __repr__(self) -> str:
         return f"AzureCloud(subscription_id={self.subscription_id!r}, base_url={self.base_url!r})"
 
@@ -496,9 +529,14 @@ class AzureCloud(Cloud):
         private = list(handle.extra.get("private_ips") or handle.node_ips)
         return [
             runner_cls(
-                ip, user, port=22, key_file=key, known_hosts=str(self.known_hosts_path()),
-                strict_host_key_checking="accept-new", node_ip=private[rank] if rank < len(private) else ip,
-            )  # fmt: skip
+                ip,
+                user,
+                port=22,
+                key_file=key,
+                known_hosts=str(self.known_hosts_path()),
+                strict_host_key_checking="accept-new",  # first-seen key recorded, a changed one refused
+                node_ip=private[rank] if rank < len(private) else ip,
+            )
             for rank, ip in enumerate(handle.node_ips)
         ]
 

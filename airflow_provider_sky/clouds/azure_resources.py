@@ -171,9 +171,13 @@ def vm_body(
         "hardwareProfile": {"vmSize": size},
         "storageProfile": {
             "imageReference": image_reference(image),
-            "osDisk": {"createOption": "FromImage", "diskSizeGB": disk_size_gb, "deleteOption": "Delete",
-                       "managedDisk": {"storageAccountType": "Premium_LRS"}},
-        },  # fmt: skip
+            "osDisk": {
+                "createOption": "FromImage",
+                "diskSizeGB": disk_size_gb,
+                "deleteOption": "Delete",
+                "managedDisk": {"storageAccountType": "Premium_LRS"},
+            },
+        },
         "osProfile": {
             "computerName": name,
             "adminUsername": ssh_user,

@@ -13,6 +13,7 @@ partial launch raises `CapacityError`.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import threading
 import time
@@ -46,6 +47,13 @@ DEFAULT_REGIONS = (
 SSH_RUNNER_MODULE = "airflow_provider_sky.execution.ssh_runner"
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 RunnerFactory = Callable[[str, ClusterHandle, int], "CommandRunner"]
+
+
+def _getter(fields: Mapping[str, Any], prefix: str) -> Callable[[str], Any]:
+    """Look a key up in connection fields, their ``extra`` dict, with or without the legacy prefix."""
+    extra = fields.get("extra") if isinstance(fields.get("extra"), Mapping) else {}
+    merged = {**extra, **{k: v for k, v in fields.items() if k != "extra"}}
+    return lambda key: merged.get(key) or merged.get(f"{prefix}{key}")
 
 
 class GcpCloud(Cloud):
@@ -101,6 +109,33 @@ class GcpCloud(Cloud):
         self.runner_factory = runner_factory
         self._lock = threading.RLock()
         self._clients: dict[str, Any] = {}
+
+    @classmethod
+    def from_connection(cls, fields: Mapping[str, Any], **options: Any) -> GcpCloud:
+        """Build from the extras of an Airflow ``google_cloud_platform`` connection (``project``,
+        ``keyfile_dict`` (JSON text or dict), ``key_path``; optional ``api_endpoint``, ``image``,
+        ``gpu_image``, ``network``, ``subnetwork``, ``service_account``); no key = application-default
+        credentials. `options` are passed to the constructor (regions, key_dir, ...)."""
+        get = _getter(fields, "extra__google_cloud_platform__")
+        project, credentials = get("project") or get("project_id"), None
+        keyfile, key_path = get("keyfile_dict"), get("key_path")
+        if keyfile or key_path:
+            try:
+                from google.oauth2 import service_account
+
+                if keyfile:
+                    info = json.loads(keyfile) if isinstance(keyfile, str) else dict(keyfile)
+                    credentials = service_account.Credentials.from_service_account_info(info, scopes=list(SCOPES))
+                    project = project or info.get("project_id")
+                else:
+                    credentials = service_account.Credentials.from_service_account_file(key_path, scopes=list(SCOPES))
+                    project = project or credentials.project_id
+            except (ValueError, OSError) as exc:
+                raise CredentialsError(f"unusable GCP service account key: {exc}", cloud=GCP, fix=FIX_CREDENTIALS) from exc
+        for key in ("api_endpoint", "image", "gpu_image", "network", "subnetwork", "service_account"):
+            if get(key) and key not in options:
+                options[key] = get(key)
+        return cls(project, credentials=credentials, **options)
 
     def __repr__(self) -> str:
         return f"GcpCloud(project={self.project!r}, api_endpoint={self.api_endpoint!r})"
@@ -501,9 +536,14 @@ class GcpCloud(Cloud):
         private = list(handle.extra.get("private_ips") or handle.node_ips)
         return [
             runner_cls(
-                ip, user, port=22, key_file=key, known_hosts=str(self.known_hosts_path()),
-                strict_host_key_checking="accept-new", node_ip=private[rank] if rank < len(private) else ip,
-            )  # fmt: skip
+                ip,
+                user,
+                port=22,
+                key_file=key,
+                known_hosts=str(self.known_hosts_path()),
+                strict_host_key_checking="accept-new",  # first-seen key recorded, a changed one refused
+                node_ip=private[rank] if rank < len(private) else ip,
+            )
             for rank, ip in enumerate(handle.node_ips)
         ]
 

@@ -47,6 +47,8 @@ PID_FILE = "pid"
 EXIT_CODE_FILE = "exit_code"
 STATUS_FILE = "status"
 CANCEL_FILE = "cancel"
+ADMITTED_FILE = "admitted"  # written when the job got its accelerators on the cluster
+SCHED_LOCK = "sched.lock"
 CHILDREN_FILE = "children"
 DRIVER_OUT = "driver.out"
 
@@ -501,10 +503,59 @@ class Driver:
                     write_atomic(os.path.join(node["home"], SKY_DIR, SETUP_MARKER), want + "\n", 0o644)
             return code
 
+    def _gpus_in_use(self, jobs_root: str) -> tuple[float, list[str]]:
+        """Accelerators held by the cluster's other admitted, unfinished jobs."""
+        used, holders = 0.0, []
+        for name in os.listdir(jobs_root):
+            other = os.path.join(jobs_root, name)
+            if other == self.jobdir or not os.path.exists(os.path.join(other, ADMITTED_FILE)):
+                continue
+            if job_state(other)["status"] in TERMINAL or job_state(other)["status"] == LOST:
+                continue
+            try:
+                with open(os.path.join(other, SPEC_FILE), encoding="utf-8") as f:
+                    used += float(json.load(f).get("gpu_demand") or 0)
+            except (OSError, ValueError):
+                continue
+            holders.append(name)
+        return used, holders
+
+    def _admit(self) -> bool:
+        """Queue until the job's accelerators are free on the cluster (no oversubscription).
+
+        Jobs without an accelerator demand, or on clusters of unknown capacity, start at once.
+        Returns False when the job was cancelled while waiting.
+        """
+        demand = float(self.spec.get("gpu_demand") or 0)
+        capacity = self.spec.get("gpu_capacity")
+        if demand <= 0 or capacity is None:
+            return True
+        jobs_root = os.path.dirname(self.jobdir)
+        noted = False
+        while not self._cancel_requested():
+            with open(os.path.join(jobs_root, SCHED_LOCK), "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                used, holders = self._gpus_in_use(jobs_root)
+                if used + demand <= float(capacity) + 1e-9:
+                    write_atomic(self._path(ADMITTED_FILE), f"{demand}\n", 0o644)
+                    if noted:
+                        self.log.note(f"accelerators free: starting ({demand:g} of {float(capacity):g})")
+                    return True
+            if not noted:
+                self.log.note(
+                    f"queued: needs {demand:g} accelerator(s), {used:g} of {float(capacity):g} held by job(s) "
+                    + ", ".join(sorted(holders))
+                )
+                noted = True
+            time.sleep(0.5)
+        return False
+
     def main(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
         try:
+            if not self._admit():
+                return self.finish(130, CANCELLED)
             code = self._setup()
             if code is None:
                 return self.finish(130, CANCELLED)

@@ -209,7 +209,8 @@ def submit_multinode_job(
     *,
     setup: str | None = None,
     cluster_name: str = "",
-    num_gpus_per_node: int = 0,
+    num_gpus_per_node: float = 0,
+    gpu_capacity: float | None = None,
     task_id: str | None = None,
     cluster_info: Mapping[str, Any] | None = None,
     fail_fast: bool = True,
@@ -223,7 +224,9 @@ def submit_multinode_job(
     ``SKYPILOT_TASK_ID`` and, when given, ``SKYPILOT_CLUSTER_INFO``. `setup` runs first on every
     node whose setup marker differs from the script's hash. `workdir` is a node path (default:
     home). With `fail_fast`, the first node to fail stops the others; the job's exit code is the
-    first non-zero node exit code. `script=None` submits a setup-only job.
+    first non-zero node exit code. `script=None` submits a setup-only job. With `gpu_capacity`
+    (accelerators per node of the cluster), a job needing `num_gpus_per_node` waits PENDING until
+    that many are free on the cluster: concurrent jobs never oversubscribe the accelerators.
     """
     if not runners:
         raise ValueError("a job needs at least one node")
@@ -268,6 +271,8 @@ def submit_multinode_job(
         "setup_hash": setup_hash(setup) if setup is not None else None,
         "has_run": script is not None,
         "fail_fast": fail_fast,
+        "gpu_demand": num_gpus_per_node,
+        "gpu_capacity": gpu_capacity,
         "grace_seconds": grace_seconds,
     }
     head.write_text(f"{head_dir}/{drv.ENV_FILE}", json.dumps({**user_env, **sky_env}))

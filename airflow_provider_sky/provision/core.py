@@ -108,6 +108,20 @@ def _accelerators_text(task: Task) -> str | None:
     return ",".join(f"{name}:{count}" for name, count in accs.items())
 
 
+def _accelerator_count(text: str | None) -> float | None:
+    """Accelerators per node from a cluster record's "A100:2" (None when unknown or none)."""
+    if not text:
+        return None
+    total = 0.0
+    for part in text.split(","):
+        _, _, count = part.partition(":")
+        try:
+            total += float(count or 1)
+        except ValueError:
+            return None
+    return total
+
+
 class SkyCore:
     """Launch, run, follow and tear down sky tasks; the one entry point for every face."""
 
@@ -470,7 +484,9 @@ class SkyCore:
         env = {**{k: v for k, v in task.envs.items() if v is not None}}
         env.update({k: v for k, v in task.secrets.items() if v is not None})
         accs = task.resources.accelerators or {}
-        gpus = int(sum(accs.values())) if accs else 0
+        gpus = sum(accs.values()) if accs else 0
+        gpus = int(gpus) if float(gpus).is_integer() else gpus
+        capacity = _accelerator_count(cluster.accelerators)
         try:
             handle = jobs.submit_multinode_job(
                 runners,
@@ -481,6 +497,7 @@ class SkyCore:
                 setup=task.setup,
                 cluster_name=cluster_name,
                 num_gpus_per_node=gpus,
+                gpu_capacity=capacity,
             )
         except Exception as exc:
             self.store.set_job_status(cluster_name, job.job_id, JobStatus.FAILED)

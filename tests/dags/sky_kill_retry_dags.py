@@ -17,7 +17,7 @@ from airflow_provider_sky.clouds.local import LocalCloud
 from airflow_provider_sky.operators.sky import SkyTaskOperator
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
-RUN = "for i in $(seq 1 60); do echo line-$i; sleep 0.25; done"
+RUN = "for i in $(seq 1 60); do echo line-$i; sleep 0.5; done"
 SETUP = "echo setup-start; sleep 3; echo setup-done"
 
 _slow = float(os.environ.get("SKY_TEST_SLOW_PROVISION") or 0)
