@@ -34,6 +34,16 @@ _SKY_CONN_FIELDS: dict[str, Any] = {
         "description": "Id of an Airflow aws connection for EC2 (empty: boto3's default credential chain).",
         "schema": {"type": ["string", "null"]},
     },
+    "gcp_conn_id": {
+        "label": "GCP connection",
+        "description": "Id of an Airflow google_cloud_platform connection for Compute Engine.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "azure_conn_id": {
+        "label": "Azure connection",
+        "description": "Id of an Airflow azure connection (service principal, subscriptionId) for VMs.",
+        "schema": {"type": ["string", "null"]},
+    },
     "retry_until_up": {
         "label": "Retry until up",
         "description": "Keep retrying every placement (with backoff) until a launch succeeds or times out.",

@@ -74,6 +74,11 @@ class SkyHook(BaseHook):
         if "ssh" in settings.enabled_clouds and settings.ssh_pool_conn_id:
             pool = self.get_connection(settings.ssh_pool_conn_id)
             settings = dataclasses.replace(settings, ssh_pool=connection_fields(pool))
+        if "gcp" in settings.enabled_clouds and settings.gcp_conn_id:
+            settings = dataclasses.replace(settings, gcp=connection_fields(self.get_connection(settings.gcp_conn_id)))
+        if "azure" in settings.enabled_clouds and settings.azure_conn_id:
+            conn = self.get_connection(settings.azure_conn_id)
+            settings = dataclasses.replace(settings, azure=connection_fields(conn))
         if "aws" in settings.enabled_clouds and settings.aws_conn_id:
             settings = dataclasses.replace(settings, aws=aws_session_kwargs(self.get_connection(settings.aws_conn_id)))
         return settings

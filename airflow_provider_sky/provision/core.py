@@ -160,7 +160,20 @@ class SkyCore:
                     image_id=settings.extra.get("aws_image_id"),
                     **({"image_owners": owners} if owners else {}),
                 )
-            # gcp and azure register here as their modules land.
+            elif name == "gcp":
+                from airflow_provider_sky.clouds.gcp import GcpCloud
+
+                fields = dict(settings.gcp or {})
+                if settings.extra.get("gcp_project"):
+                    fields.setdefault("project", settings.extra["gcp_project"])
+                clouds[name] = GcpCloud.from_connection(fields)
+            elif name == "azure":
+                from airflow_provider_sky.clouds.azure import AzureCloud
+
+                fields = dict(settings.azure or {})
+                if settings.extra.get("azure_subscription_id"):
+                    fields.setdefault("subscriptionId", settings.extra["azure_subscription_id"])
+                clouds[name] = AzureCloud.from_connection(fields)
         return cls(store, clouds, settings)
 
     # ---- placement ----------------------------------------------------------------------

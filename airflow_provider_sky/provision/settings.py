@@ -37,6 +37,11 @@ class SkySettings:
     #: Id of the Airflow `aws` connection for EC2 (None: boto3's default chain), and its resolved fields.
     aws_conn_id: str | None = None
     aws: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    #: Airflow `google_cloud_platform` / `azure` connections (None: the SDKs' default chains).
+    gcp_conn_id: str | None = None
+    gcp: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    azure_conn_id: str | None = None
+    azure: dict[str, Any] | None = field(default=None, compare=False, repr=False)
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -65,6 +70,8 @@ class SkySettings:
             log_dir=text("log_dir"),
             ssh_pool_conn_id=text("ssh_pool_conn_id"),
             aws_conn_id=text("aws_conn_id"),
+            gcp_conn_id=text("gcp_conn_id"),
+            azure_conn_id=text("azure_conn_id"),
             minimize=text("minimize") or "cost",
             catalog_dir=text("catalog_dir"),
             max_launch_attempts=int(text("max_launch_attempts") or 30),
