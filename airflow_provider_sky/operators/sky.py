@@ -41,6 +41,11 @@ class SkyTaskOperator(BaseOperator):
     ``resources``...), which override what ``task`` says. The spec is validated here, at DAG-parse
     time: a bad field fails the DAG import with the field's path and the fix.
 
+    :param inputs: / :param outputs: data the task reads / writes (``{uri_or_name: size_gb}``):
+        sizes feed the DAG-wide plan; each output written under ``$SKY_OUTPUT_DIR/<name>`` on the head
+        node is uploaded after success (to its bucket URI, or next to the task) and returned in
+        the XCom result's ``outputs`` for downstream ``file_mounts``.
+    :param estimated_hours: expected runtime, for the plan's cost estimate (default 1 h).
     :param cluster_name: reuse/name the cluster; default a deterministic name from dag, task and run.
     :param down: tear the cluster down at the end. Default: True for an auto-named cluster,
         False for a named one (so later tasks can reuse it).
@@ -60,7 +65,7 @@ class SkyTaskOperator(BaseOperator):
         defaults to Airflow's ``[operators] default_deferrable``.
     """
 
-    template_fields: Sequence[str] = ("run", "setup", "envs", "cluster_name", "workdir")
+    template_fields: Sequence[str] = ("run", "setup", "envs", "cluster_name", "workdir", "file_mounts")
     template_fields_renderers = {"run": "bash", "setup": "bash", "envs": "json"}
     ui_color = "#d7ecfb"
     operator_extra_links = (SkyClusterLink(),)
@@ -81,6 +86,9 @@ class SkyTaskOperator(BaseOperator):
         secrets: dict[str, Any] | None = None,
         workdir: str | None = None,
         file_mounts: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        outputs: dict[str, Any] | None = None,
+        estimated_hours: float | None = None,
         cluster_name: str | None = None,
         down: bool | None = None,
         sky_conn_id: str = SkyHook.default_conn_name,
@@ -115,6 +123,9 @@ class SkyTaskOperator(BaseOperator):
             "secrets": secrets,
             "workdir": workdir,
             "file_mounts": file_mounts,
+            "inputs": inputs,
+            "outputs": outputs,
+            "estimated_hours": estimated_hours,
         }
         spec = {**base, **{key: value for key, value in overrides.items() if value is not None}}
         spec.setdefault("name", self.task_id)
@@ -129,6 +140,7 @@ class SkyTaskOperator(BaseOperator):
         self.setup = self._spec.get("setup")
         self.envs = self._spec.get("envs") or {}
         self.workdir = self._spec.get("workdir")
+        self.file_mounts = self._spec.get("file_mounts")
         self.cluster_name = cluster_name
         self.down = down
         self.sky_conn_id = sky_conn_id
@@ -168,7 +180,15 @@ class SkyTaskOperator(BaseOperator):
 
     def _rendered_task(self) -> Task:
         spec = dict(self._spec)
-        spec.update({"run": self.run, "setup": self.setup, "envs": self.envs or None, "workdir": self.workdir})
+        spec.update(
+            {
+                "run": self.run,
+                "setup": self.setup,
+                "envs": self.envs or None,
+                "workdir": self.workdir,
+                "file_mounts": self.file_mounts or None,
+            }
+        )
         return Task.from_dict({key: value for key, value in spec.items() if value is not None})
 
     def _owner(self, context: Any) -> Owner:
@@ -315,6 +335,41 @@ class SkyTaskOperator(BaseOperator):
         scheme = parse_uri(uri).scheme
         return SkyStorageHook(self.storage_conn_ids.get(scheme)).store_options(uri)
 
+    def _output_destination(self, context: Any, cluster: Any) -> Any:
+        """Where each declared output goes: its own bucket URI, else a staging place next to the task."""
+        from airflow_provider_sky.spec.file_mounts import is_bucket_uri
+
+        ti = context.get("ti") if context else None
+        run_key = "/".join(
+            str(getattr(ti, attr, None) or "none") for attr in ("dag_id", "run_id", "task_id")
+        ).replace(":", "_")
+
+        def destination(name: str) -> tuple[str, dict[str, Any]]:
+            if is_bucket_uri(name):
+                return name, self._store_options(name)
+            if cluster.cloud in ("local", "ssh"):
+                home = Path(os.environ.get("AIRFLOW_HOME") or Path.home() / ".sky-airflow")
+                return str(home / "sky" / "staging" / "outputs" / run_key / name), {}
+            from airflow_provider_sky.hooks.storage import SkyStorageHook
+            from airflow_provider_sky.storage.staging import (
+                SCHEME_OF_CLOUD,
+                ensure_staging_bucket,
+                staging_bucket_name,
+                staging_uri,
+            )
+
+            scheme = SCHEME_OF_CLOUD[cluster.cloud]
+            hook = SkyStorageHook(self.storage_conn_ids.get(scheme))
+            account = hook.account_identity(scheme)
+            bucket = staging_bucket_name(cluster.cloud, cluster.region, account)
+            uri = staging_uri(
+                cluster.cloud, bucket, f"outputs/{run_key}/{name}", account=account if scheme == "az" else None
+            )
+            ensure_staging_bucket(hook.get_store(uri), cluster.region, 7)
+            return uri, hook.store_options(uri)
+
+        return destination
+
     def _planned_placement(self, core: Any, context: Any, owner: Owner) -> dict[str, Any] | None:
         """This task's place in the DAG run's plan (computed once over all sky tasks of the DAG)."""
         if self.cluster_name and core.store.get_cluster(self.cluster_name) is not None:
@@ -376,9 +431,15 @@ class SkyTaskOperator(BaseOperator):
     ) -> dict[str, Any]:
         outcome: JobOutcome = core.outcome(name, job_id)
         cluster = outcome.cluster
+        outputs: dict[str, str] = {}
+        if outcome.status == "SUCCEEDED" and task.outputs:
+            outputs = core.collect_outputs(name, task, self._output_destination(context, cluster))
+            self.log.info("Outputs: %s", outputs)
         extra = (cluster.handle or {}).get("extra", {}) if isinstance(cluster.handle, dict) else {}
         self._sky_links = {"cluster": console_url(cluster.cloud, cluster.region, cluster.name, extra)}
         result = outcome.to_xcom()
+        if outputs:
+            result["outputs"] = outputs
         result["duration_s"] = round(time.time() - started, 3)
         result["launch_attempts"] = [
             {"cloud": a.cloud, "region": a.region, "zone": a.zone, "instance_type": a.instance_type,

@@ -24,6 +24,7 @@ from airflow_provider_sky.provision.autostop import AutostopConfig, ensure_autos
 from airflow_provider_sky.provision.failover import launch_with_failover
 from airflow_provider_sky.provision.file_mounts import StoreOptions, fetch_bucket_mounts
 from airflow_provider_sky.provision.keepwarm import decide_keep_warm, measured_startup_seconds
+from airflow_provider_sky.provision.outputs import Destination, collect_outputs, output_env
 from airflow_provider_sky.provision.placement import Placement, ordered_source, placements_from_resources
 from airflow_provider_sky.provision.planning import placement_ranker, plan_for_run
 from airflow_provider_sky.provision.settings import SkySettings
@@ -496,6 +497,8 @@ class SkyCore:
         )
         env = {**{k: v for k, v in task.envs.items() if v is not None}}
         env.update({k: v for k, v in task.secrets.items() if v is not None})
+        if task.outputs:
+            env.update(output_env(runners[0]))
         accs = task.resources.accelerators or {}
         gpus = sum(accs.values()) if accs else 0
         gpus = int(gpus) if float(gpus).is_integer() else gpus
@@ -518,6 +521,12 @@ class SkyCore:
         self.store.update_job(cluster_name, job.job_id, log_path=handle.log_path)
         self.store.touch_cluster(cluster_name)
         return job.job_id
+
+    def collect_outputs(self, cluster_name: str, task: Task, destination: Destination) -> dict[str, str]:
+        """Upload what the job wrote under $SKY_OUTPUT_DIR/<name> for each declared output."""
+        if not task.outputs:
+            return {}
+        return collect_outputs(self._runners(cluster_name)[0], list(task.outputs), destination)
 
     def job_status(self, cluster_name: str, job_id: int) -> JobStatus | None:
         """Poll the job on the head node and record its status; None when it cannot be found."""
