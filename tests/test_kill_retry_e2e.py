@@ -63,6 +63,15 @@ def _wait_for(path: Path, needle: str, proc: subprocess.Popen[bytes], timeout: f
 
 
 def _scenario(base: AirflowHome, root: Path, name: str) -> Outcome:
+    try:
+        return _run_scenario(base, root, name)
+    finally:  # never leave a job waiting at the gate
+        gate = root / name / "gate"
+        if gate.is_dir():
+            (gate / "open").touch()
+
+
+def _run_scenario(base: AirflowHome, root: Path, name: str) -> Outcome:
     dag_id, cluster, needle, slow = SCENARIOS[name]
     path = root / name
     shutil.copytree(base.path, path)  # the migrated metadata DB, no sky state yet
@@ -71,7 +80,9 @@ def _scenario(base: AirflowHome, root: Path, name: str) -> Outcome:
     home = AirflowHome(path=path, dags_folder=base.dags_folder)
     outcome = Outcome(home, cluster)
     log_path = path / "first-try.log"
-    env = home.env(SKY_TEST_SLOW_PROVISION=slow) if slow else home.env()
+    gate = path / "gate"
+    gate.mkdir()
+    env = home.env(SKY_TEST_GATE_DIR=str(gate), **({"SKY_TEST_SLOW_PROVISION": slow} if slow else {}))
     with log_path.open("wb") as out:
         proc = subprocess.Popen(
             [AIRFLOW, "dags", "test", dag_id],
@@ -95,15 +106,23 @@ def _scenario(base: AirflowHome, root: Path, name: str) -> Outcome:
     with sqlite3.connect(path / "sky" / "state.db") as db:
         row = db.execute("select status from sky_clusters where name = ?", (cluster,)).fetchone()
         outcome.cluster_status_at_kill = row[0] if row else None
-    outcome.retry = subprocess.run(
-        [AIRFLOW, "tasks", "test", dag_id, "work", run_id],
-        env=home.env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    retry_log = path / "retry.log"
+    with retry_log.open("wb") as out:
+        proc = subprocess.Popen(
+            [AIRFLOW, "tasks", "test", dag_id, "work", run_id],
+            env=home.env(SKY_TEST_GATE_DIR=str(gate)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            _wait_for(retry_log, "streaming its log", proc)  # the retry follows job 1 (reattached or new)
+        finally:
+            (gate / "open").touch()
+        returncode = proc.wait(timeout=300)
+    outcome.retry = subprocess.CompletedProcess(
+        proc.args, returncode, retry_log.read_text(errors="replace"), ""
     )
-    (path / "retry.log").write_text(outcome.retry.stdout + outcome.retry.stderr)
     return outcome
 
 

@@ -67,3 +67,11 @@ def test_general_dag_reports_gap_when_time_limit_hits(cat) -> None:
     plan = optimize(_dag(60, 2), cat, time_limit=3)
     assert len(plan.tasks) == 60
     assert plan.optimal or (plan.gap is not None and "gap" in plan.summary())
+
+
+def test_general_dag_with_data_is_solved_with_a_bound(cat) -> None:
+    """A 300-task mixed DAG with data on most edges: the class-based MILP proves optimality."""
+    plan = optimize(_dag(300, 3, seed=8), cat, time_limit=30)
+    assert "milp" in plan.solver
+    assert plan.optimal and plan.gap in (None, 0.0)
+    assert plan.egress_cost > 0 and plan.total_cost == pytest.approx(plan.compute_cost + plan.egress_cost)

@@ -18,13 +18,7 @@ from airflow_provider_sky.state import ClusterStatus, JobStatus
 from tests.test_operator_lifecycle import TaskStateStore, _context, sky_env  # noqa: F401 - fixture
 from tests.test_recovery_local import CHECKPOINTING_RUN, _preempt_when, preempt
 
-pytestmark = [
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(
-        not hasattr(SkyTaskOperator, "_follow_managed"),
-        reason="operators/sky.py lacks the job_recovery integration (apply docs/patches/recovery-operator.diff)",
-    ),
-]
+pytestmark = pytest.mark.timeout(120)
 
 
 def _op(tmp_path: Path, task_id: str, steps: int = 30, **kwargs: object) -> SkyTaskOperator:

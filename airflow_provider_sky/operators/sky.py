@@ -15,10 +15,12 @@ from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_sky.hooks.sky import SkyHook
 from airflow_provider_sky.links.sky import SkyClusterLink
+from airflow_provider_sky.provision import recovery
 from airflow_provider_sky.provision.console import console_url
 from airflow_provider_sky.provision.core import JobOutcome, Owner
 from airflow_provider_sky.provision.naming import cluster_name_for, validate_cluster_name
 from airflow_provider_sky.spec import SpecError, Task, load_tasks
+from airflow_provider_sky.state import JobStatus
 from airflow_provider_sky.triggers.sky import SkyJobTrigger
 
 STATE_KEY = "sky_job"
@@ -222,12 +224,15 @@ class SkyTaskOperator(BaseOperator):
         state = context.get("task_state_store")
         prior = state.get(STATE_KEY) if state is not None else None
         self._live = {"cluster": name, "job_id": None}
+        recovery_policy = recovery.RecoveryPolicy.from_task(task)  # None: not a managed job
 
         job_id = None
         offset = 0
         if prior and prior.get("cluster") == name and prior.get("job_id") is not None:
             status = core.job_status(name, int(prior["job_id"]))
-            if status is not None and not status.is_terminal:
+            # A managed job LOST while no worker watched it (preempted): the follow loop recovers it.
+            lost_managed = recovery_policy is not None and status is JobStatus.LOST
+            if status is not None and (not status.is_terminal or lost_managed):
                 job_id, offset = int(prior["job_id"]), int(prior.get("log_offset", 0))
                 self.log.info("Reattaching to job %s on cluster %s (earlier try, %s)", job_id, name, status.value)
             elif status is not None and status.value == "SUCCEEDED":
@@ -263,7 +268,10 @@ class SkyTaskOperator(BaseOperator):
             if not (task.run or task.setup):
                 return self._cluster_result(launched.cluster, launched.created)
         if job_id is None:
-            job_id = core.submit(task, name, owner, store_options=self._store_options)
+            if recovery_policy is not None:  # the SKYPILOT_TASK_ID is stored before the job starts
+                job_id = recovery.submit_managed(core, task, name, owner, store_options=self._store_options)
+            else:
+                job_id = core.submit(task, name, owner, store_options=self._store_options)
             if state is not None:
                 state.set(STATE_KEY, {"cluster": name, "job_id": job_id, "log_offset": 0})
         self._live["job_id"] = job_id
@@ -283,7 +291,10 @@ class SkyTaskOperator(BaseOperator):
                 kwargs={"started": started},
             )
         self.log.info("Job %s submitted on %s; streaming its log", job_id, name)
-        self._follow(core, name, job_id, offset)
+        if recovery_policy is not None:
+            job_id = self._follow_managed(core, task, name, owner, job_id, offset, state, recovery_policy)
+        else:
+            self._follow(core, name, job_id, offset)
         return self._finish(core, name, job_id, task, started=started, context=context)
 
     def execute_complete(self, context: Any, event: dict[str, Any], started: float | None = None) -> dict[str, Any]:
@@ -292,14 +303,43 @@ class SkyTaskOperator(BaseOperator):
         name, job_id = event["cluster"], int(event["job_id"])
         self._live = {"cluster": name, "job_id": job_id}
         core = self.hook.core
-        if event.get("status") == "ERROR":
+        policy = recovery.RecoveryPolicy.from_task(task)
+        if event.get("status") == "ERROR" and policy is None:
             raise AirflowException(f"Following job {job_id} on {name} failed: {event.get('message')}")
-        text, _ = core.read_log(name, job_id, int(event.get("log_offset", 0)), final=True)
         tail: deque[str] = deque(maxlen=self.log_tail_lines)
-        for line in text.splitlines():
-            line = self._redact(line)
-            tail.append(line)
-            self.log.info("%s", line)
+
+        def emit(text: str) -> None:
+            for line in text.splitlines():
+                line = self._redact(line)
+                tail.append(line)
+                self.log.info("%s", line)
+
+        if event.get("status") != "ERROR":
+            emit(core.read_log(name, job_id, int(event.get("log_offset", 0)), final=True)[0])
+        if policy is not None and event.get("status") != "SUCCEEDED":
+            owner = self._owner(context)
+            new_job_id = recovery.after_job_end(core, task, name, owner, job_id, policy, on_log_text=emit)
+            if new_job_id is not None:
+                state = context.get("task_state_store")
+                if state is not None:
+                    state.set(STATE_KEY, {"cluster": name, "job_id": new_job_id, "log_offset": 0})
+                self._live["job_id"] = new_job_id
+                self.log.info("Job %s running on %s; deferring to the triggerer", new_job_id, name)
+                self.defer(
+                    trigger=SkyJobTrigger(
+                        cluster_name=name,
+                        job_id=new_job_id,
+                        log_offset=0,
+                        sky_conn_id=self.sky_conn_id,
+                        poll_interval=self.poll_interval,
+                        down_on_kill=self._tear_down(),
+                        secret_count=len(self._secret_values),
+                    ),
+                    method_name="execute_complete",
+                    kwargs={"started": started},
+                )
+            if event.get("status") == "ERROR":
+                raise AirflowException(f"Following job {job_id} on {name} failed: {event.get('message')}")
         self._tail = tail if tail else None
         return self._finish(core, name, job_id, task, started=started or time.time(), context=context)
 
@@ -426,6 +466,50 @@ class SkyTaskOperator(BaseOperator):
                 return
             time.sleep(self.poll_interval)
 
+    def _follow_managed(
+        self,
+        core: Any,
+        task: Task,
+        name: str,
+        owner: Owner,
+        job_id: int,
+        offset: int,
+        state: Any,
+        policy: recovery.RecoveryPolicy,
+    ) -> int:
+        """`_follow` for a managed job (``job_recovery``): recover preemptions, restart failures.
+
+        Returns the id of the job that carried the task to its end (a restarted job's, after a recovery).
+        """
+        tail: deque[str] = deque(maxlen=self.log_tail_lines)
+        self._tail = tail
+
+        def emit(text: str) -> None:
+            for line in text.splitlines():
+                line = self._redact(line)
+                tail.append(line)
+                self.log.info("%s", line)
+
+        def on_new_job(new_job_id: int) -> None:
+            # Before any wait on the new job, so a retry after a worker kill reattaches to it.
+            if state is not None:
+                state.set(STATE_KEY, {"cluster": name, "job_id": new_job_id, "log_offset": 0})
+            self._live["job_id"] = new_job_id
+
+        result = recovery.follow_with_recovery(
+            core,
+            task,
+            name,
+            owner,
+            job_id,
+            emit,
+            self.poll_interval,
+            on_new_job,
+            policy=policy,
+            log_offset=offset,
+        )
+        return result.job_id
+
     def _finish(
         self, core: Any, name: str, job_id: int, task: Task, started: float, context: Any = None
     ) -> dict[str, Any]:
@@ -449,6 +533,8 @@ class SkyTaskOperator(BaseOperator):
         if getattr(self, "_spill_decision", None):
             result["spillover"] = self._spill_decision
         result["accrued_cost"] = round(core.store.get_cluster(name).cost_so_far or 0.0, 6)
+        if task.resources.job_recovery is not None:  # task id, preemptions, restarts, recoveries
+            result.update(recovery.summary(core, name, job_id))
         if self.keep_warm:
             decision = core.keep_warm_or_down(name, self._next_run_at(context), getattr(self, "dag_id", None))
             if decision is not None:

@@ -2,6 +2,7 @@
 
 from airflow_provider_sky.optimizer.errors import InfeasibleTaskError, OptimizerError
 from airflow_provider_sky.optimizer.plan import Alternative, EgressFlow, Plan, TaskPlacement
+from airflow_provider_sky.optimizer.ranking import rank_placements
 from airflow_provider_sky.optimizer.solver import optimize
 
 __all__ = [
@@ -12,4 +13,5 @@ __all__ = [
     "Plan",
     "TaskPlacement",
     "optimize",
+    "rank_placements",
 ]

@@ -36,12 +36,14 @@ def build_problem(
     bandwidth_gbps: float = 1.0,
     edges: Iterable[tuple[str, str]] | None = None,
     finder: CandidateFinder | None = None,
+    clouds: Iterable[str] | None = None,
 ) -> Problem:
     """Nodes for tasks (and buckets in their inputs/outputs) with priced candidates, plus edges.
 
     Dependencies come from each task's ``depends_on`` and the optional ``edges`` (name pairs).
+    ``clouds`` restricts candidates to those clouds (None = every cloud of the catalog).
     """
-    finder = finder or CandidateFinder(catalog, blocked)
+    finder = finder or CandidateFinder(catalog, blocked, clouds)
     names = [task_name(t, i) for i, t in enumerate(tasks)]
     index: dict[str, int] = {}
     for i, name in enumerate(names):

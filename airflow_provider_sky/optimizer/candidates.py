@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from airflow_provider_sky.catalog.index import Catalog
+from airflow_provider_sky.catalog.local import LOCAL_CLOUD
 from airflow_provider_sky.catalog.query import OfferingQuery
 from airflow_provider_sky.optimizer.errors import InfeasibleTaskError
 from airflow_provider_sky.optimizer.requests import alternatives
@@ -54,9 +55,11 @@ def _unblocked(catalog: Catalog, rows: np.ndarray, blocked: tuple[Blocked, ...])
 class CandidateFinder:
     """Finds and prices offerings per Resources, memoised (DAGs repeat the same resources)."""
 
-    def __init__(self, catalog: Catalog, blocked: Iterable | None = None):
+    def __init__(self, catalog: Catalog, blocked: Iterable | None = None, clouds: Iterable[str] | None = None):
         self.catalog = catalog
         self.blocked = normalize_blocked(blocked)
+        self.clouds = None if clouds is None else tuple(sorted({str(c).lower() for c in clouds}))
+        self._cloud_mask = None if self.clouds is None else np.isin(catalog.cloud_names, self.clouds)
         self._cache: dict[object, PricedRows | tuple[str, OfferingQuery, bool]] = {}
         self._per_region: dict[int, tuple[np.ndarray, ...]] = {}
 
@@ -86,30 +89,49 @@ class CandidateFinder:
             raise InfeasibleTaskError(task_name, self._message(task_name, problem, query, blocked_all))
         return hit
 
+    def rows_for(self, q: OfferingQuery) -> tuple[np.ndarray, bool, bool]:
+        """(usable rows, any match in the catalog, any match in the enabled clouds) for one query.
+
+        The free ``local`` backend is a candidate when the task pins ``cloud: local``, or when it
+        is the only enabled cloud (otherwise it would take every unpinned task).
+        """
+        found = self.catalog.find(q)
+        if self.clouds == (LOCAL_CLOUD,) and q.cloud is None:
+            # only this machine is enabled: an unpinned task runs on the local backend if it can
+            found = np.concatenate([found, self.catalog.find(replace(q, cloud=LOCAL_CLOUD))])
+        matched = bool(len(found))
+        if self._cloud_mask is not None and len(found):
+            found = found[self._cloud_mask[self.catalog.row_cloud[found]]]
+        return _unblocked(self.catalog, found, self.blocked), matched, bool(len(found))
+
     def _compute(self, resources: object) -> PricedRows | tuple[str, OfferingQuery, bool]:
         queries, ordered = alternatives(resources)
         parts: list[tuple[np.ndarray, bool]] = []
-        any_matched = False
+        any_matched = any_enabled = False
         for q in queries:
-            found = self.catalog.find(q)
-            any_matched |= bool(len(found))
-            rows = _unblocked(self.catalog, found, self.blocked)
+            rows, matched, enabled = self.rows_for(q)
+            any_matched |= matched
+            any_enabled |= enabled
             if len(rows):
                 parts.append((rows, q.use_spot))
                 if ordered:
                     break
         if not parts:
-            return ("", queries[0], any_matched)
+            why = "blocked" if any_enabled else ("clouds" if any_matched else "")
+            return (why, queries[0], any_enabled)
         rows = np.concatenate([r for r, _ in parts])
         spot = np.concatenate([np.full(len(r), s) for r, s in parts])
         hourly = np.where(spot, self.catalog.table.spot_price[rows], self.catalog.table.price[rows])
         return PricedRows(rows, spot, hourly)
 
-    def _message(self, task_name: str, _problem: str, q: OfferingQuery, blocked_all: bool) -> str:
+    def _message(self, task_name: str, why: str, q: OfferingQuery, blocked_all: bool) -> str:
         head = f"no offering satisfies task '{task_name}': {q.describe()}"
-        if blocked_all:
+        if why == "blocked" or blocked_all:
             blocked = ", ".join("/".join(p or "*" for p in b) for b in self.blocked)
             return f"{head}; every matching offering is blocked after failures ({blocked})"
+        if why == "clouds":
+            enabled = ", ".join(self.clouds or ()) or "none"
+            return f"{head}; it is only offered on clouds that are not enabled (enabled: {enabled}); enable one in the sky connection"
         return f"{head}; {self.catalog.explain_missing(q)}"
 
 

@@ -110,6 +110,7 @@ def optimize(
     edges: Iterable[tuple[str, str]] | None = None,
     alternatives: int = 5,
     method: str = "auto",
+    clouds: Iterable[str] | None = None,
 ) -> Plan:
     """Place every task of a DAG.
 
@@ -117,6 +118,9 @@ def optimize(
     depends_on). ``blocked`` lists (cloud, region, zone, instance_type) tuples to avoid (None = any).
     ``minimize`` is ``"cost"`` (compute + egress) or ``"time"`` (critical path incl. transfers at
     ``bandwidth_gbps`` between regions, then cost). ``method``: auto | milp | exhaustive.
+    ``clouds`` restricts candidates to the enabled clouds, e.g. ``("local", "aws")`` (None = all).
+    ``time_limit`` (s) bounds the general-DAG solve, model building included; when it hits, the
+    plan is the best found and ``plan.gap`` its proven distance to the optimum.
     """
     if minimize not in OBJECTIVES:
         raise OptimizerError(f"minimize must be one of {OBJECTIVES}, got {minimize!r}")
@@ -124,7 +128,7 @@ def optimize(
         raise OptimizerError("no tasks to plan")
     t0 = time.perf_counter()
     cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
-    full = build_problem(tasks, cat, blocked=blocked, bandwidth_gbps=bandwidth_gbps, edges=edges)
+    full = build_problem(tasks, cat, blocked=blocked, bandwidth_gbps=bandwidth_gbps, edges=edges, clouds=clouds)
     problem = reduce_problem(full, minimize)
     choice, outcome = solve(problem, minimize, time_limit, method)
     plan = make_plan(cat, full, problem, choice, minimize, alternatives, n_tasks=len(tasks))

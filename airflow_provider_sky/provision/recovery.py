@@ -33,7 +33,8 @@ from airflow_provider_sky.clouds.errors import ConfigError, ProvisionError
 from airflow_provider_sky.execution import job_driver as drv
 from airflow_provider_sky.execution import jobs
 from airflow_provider_sky.provision.blocklist import BlockEntry
-from airflow_provider_sky.provision.core import WORKDIR_ON_NODE, LaunchResult, Owner
+from airflow_provider_sky.provision.core import WORKDIR_ON_NODE, LaunchResult, Owner, _accelerator_count
+from airflow_provider_sky.provision.outputs import output_env
 from airflow_provider_sky.provision.placement import Placement
 from airflow_provider_sky.state import ClusterStatus, JobStatus
 from airflow_provider_sky.state import recovery as chains
@@ -267,14 +268,34 @@ def _start_job(
     previous_job_id: int | None = None,
     placement: dict[str, Any] | None = None,
     message: str | None = None,
+    store_options: Any = None,
 ) -> tuple[int, str]:
     """`SkyCore.submit` with a chosen task id, recorded in the chain before the job starts."""
+
+    def record(job_id: int, chosen: str) -> None:
+        chains.record_job(
+            core.store, cluster_name, job_id, task_id=chosen, root_job_id=root_job_id, reason=reason,
+            previous_job_id=previous_job_id, placement=placement, message=message,
+        )  # fmt: skip
+
+    if _accepts(type(core).submit, "task_id") and _accepts(type(core).submit, "on_job"):
+        chosen: list[str] = []
+
+        def on_job(job_id: int, tid: str) -> None:
+            chosen.append(tid)
+            record(job_id, tid)
+
+        job_id = core.submit(  # type: ignore[call-arg]
+            task, cluster_name, owner, store_options=store_options, task_id=task_id, on_job=on_job
+        )
+        return job_id, chosen[0] if chosen else (task_id or "")
+    # Until SkyCore.submit takes task_id/on_job: the same steps as SkyCore.submit.
     task.validate_for_run()
     cluster = core.store.get_cluster(cluster_name)
     if cluster is None or cluster.status is not ClusterStatus.UP:
         raise ConfigError(f"cluster {cluster_name} is not UP", fix="launch it first")
     runners = core._runners(cluster_name)
-    core._sync(task, cluster, runners)
+    core._sync(task, cluster, runners, store_options)
     job = core.store.next_job(
         cluster_name,
         name=task.name,
@@ -283,13 +304,14 @@ def _start_job(
         owner_task_id=owner.task_id,
     )
     task_id = task_id or jobs.make_task_id(cluster_name, job.job_id)
-    chains.record_job(
-        core.store, cluster_name, job.job_id, task_id=task_id, root_job_id=root_job_id, reason=reason,
-        previous_job_id=previous_job_id, placement=placement, message=message,
-    )  # fmt: skip
+    record(job.job_id, task_id)
     env = {k: v for k, v in task.envs.items() if v is not None}
     env.update({k: v for k, v in task.secrets.items() if v is not None})
+    if task.outputs:
+        env.update(output_env(runners[0]))
     accs = task.resources.accelerators or {}
+    gpus = sum(accs.values()) if accs else 0
+    gpus = int(gpus) if float(gpus).is_integer() else gpus
     try:
         handle = jobs.submit_multinode_job(
             runners,
@@ -299,7 +321,8 @@ def _start_job(
             WORKDIR_ON_NODE if task.workdir else None,
             setup=task.setup,
             cluster_name=cluster_name,
-            num_gpus_per_node=int(sum(accs.values())) if accs else 0,
+            num_gpus_per_node=gpus,
+            gpu_capacity=_accelerator_count(cluster.accelerators),
             task_id=task_id,
         )
     except Exception as exc:
@@ -312,9 +335,16 @@ def _start_job(
     return job.job_id, task_id
 
 
-def submit_managed(core: SkyCore, task: Task, cluster_name: str, owner: Owner | None = None) -> int:
-    """Submit a managed job (the root of a recovery chain); its task id is stored before it starts."""
-    job_id, _ = _start_job(core, task, cluster_name, owner or Owner(), task_id=None)
+def submit_managed(
+    core: SkyCore, task: Task, cluster_name: str, owner: Owner | None = None, store_options: Any = None
+) -> int:
+    """Submit a managed job (the root of a recovery chain); its task id is stored before it starts.
+
+    `store_options` is `SkyCore.submit`'s (credentials for bucket file mounts).
+    """
+    job_id, _ = _start_job(
+        core, task, cluster_name, owner or Owner(), task_id=None, store_options=store_options
+    )
     return job_id
 
 

@@ -325,8 +325,15 @@ class _AzureBlocks(MultipartUpload):
 
     def upload_part(self, number: int, data: bytes, md5: bytes, offset: int) -> str:
         block_id = self._block_id(number)
-        # validate_content: the SDK sends a transactional MD5 the service checks on arrival.
-        self.store._blob(self.key).stage_block(block_id, data, length=len(data), validate_content=True)
+        # The engine's MD5 of the block goes as the transactional Content-MD5 the service checks
+        # on arrival (validate_content=True would make the SDK hash the bytes a second time).
+        self.store._blob(self.key).stage_block(
+            block_id,
+            data,
+            length=len(data),
+            validate_content=False,
+            transactional_content_md5=bytearray(md5),
+        )
         return block_id
 
     def complete(self, parts: list[PartResult], metadata: Mapping[str, str] | None = None) -> ObjectInfo:

@@ -10,7 +10,7 @@ import base64
 import hashlib
 import io
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -179,6 +179,18 @@ class MultipartUpload(ABC):
         parts may be uploaded in any order and in parallel. `md5` is the part's raw MD5 digest (sent
         for the server to validate where the protocol allows). Returns the backend's part token."""
 
+    def upload_stream(
+        self, stripe: int, nstripes: int, size: int, chunks: Iterable[tuple[int, int, bytes, bytes]]
+    ) -> dict[int, str]:
+        """Upload one stripe of the object: consecutive parts `chunks` yields as (number, offset,
+        data, md5 digest), in order, `size` bytes in all; stripe `stripe` of `nstripes` (stripes may
+        be uploaded in parallel). Returns each part's token. Default: one `upload_part` per part;
+        backends with a cheaper sequential protocol (GCS resumable uploads) override it."""
+        tokens: dict[int, str] = {}
+        for number, offset, data, md5 in chunks:
+            tokens[number] = self.upload_part(number, data, md5, offset)
+        return tokens
+
     @abstractmethod
     def complete(self, parts: list[PartResult], metadata: Mapping[str, str] | None = None) -> ObjectInfo:
         """Assemble the parts (sorted by number) into the object and return what the store reports."""
@@ -240,6 +252,12 @@ class Store(ABC):
     def open_read(self, key: str) -> BinaryIO:
         """A readable binary stream over the whole object (default: one buffered read)."""
         return io.BytesIO(self.read(key))
+
+    def open_range(self, key: str, start: int, end: int) -> BinaryIO:
+        """A readable stream over bytes [start, end) of the object: one streamed GET where the
+        backend supports it (so a large object costs the server one read, not one per part).
+        Default: a ranged `read` per `read(n)` call."""
+        return _RangedReader(self, key, start, end)  # type: ignore[return-value]
 
     # ---- writing
     @abstractmethod
@@ -313,6 +331,42 @@ class Store(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connection pools."""
+
+
+class _RangedReader(io.RawIOBase):
+    """Stream over [start, end) of an object, one ranged `Store.read` per `read(n)`."""
+
+    def __init__(self, store: Store, key: str, start: int, end: int):
+        super().__init__()
+        self.store, self.key, self.pos, self.end = store, key, start, end
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        stop = self.end if size is None or size < 0 else min(self.end, self.pos + size)
+        if stop <= self.pos:
+            return b""
+        data = self.store.read(self.key, self.pos, stop)
+        self.pos += len(data)
+        return data
+
+
+def read_full(stream: BinaryIO, size: int) -> bytes:
+    """Exactly `size` bytes from `stream` (fewer only at its end), without a copy when one
+    `read` returns them all."""
+    first = stream.read(size)
+    if not first or len(first) >= size:
+        return first
+    chunks = [first]
+    remaining = size - len(first)
+    while remaining > 0:
+        chunk = stream.read(remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
 
 
 def _read_full(stream: BinaryIO, size: int) -> bytes:

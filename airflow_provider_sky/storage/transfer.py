@@ -49,6 +49,7 @@ from .base import (
     crc32c_to_b64,
     crc32c_value,
     multipart_etag,
+    read_full,
 )
 from .local import FileStore
 from .uri import CLOUD_OF_SCHEME, parse_uri, store_for
@@ -201,7 +202,9 @@ def _status_of(exc: BaseException) -> int | None:
 
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying an operation that raised `exc` may succeed (network, 5xx, throttling)."""
-    if isinstance(exc, IntegrityError | NotFound | ValueError | TypeError | KeyError | AttributeError):
+    if isinstance(
+        exc, IntegrityError | NotFound | _Cancelled | ValueError | TypeError | KeyError | AttributeError
+    ):
         return False
     status = _status_of(exc)
     return not (status is not None and status in _NON_TRANSIENT_STATUS)
@@ -381,6 +384,11 @@ class _LargeCopy:
         self.lock = threading.Lock()
         self.failed: BaseException | None = None
         self.finished = False
+        self.part_size = 0
+
+
+class _Cancelled(StorageError):
+    """A stripe stopped because its object already failed or the transfer was cancelled."""
 
 
 class TransferEngine:
@@ -407,6 +415,7 @@ class TransferEngine:
         max_cost_usd: float | None = None,
         dry_run: bool = False,
         retries: int = 6,
+        streams: int | None = None,
     ):
         self.src, self.src_key = src, src_key
         self.dst, self.dst_key = dst, dst_key
@@ -429,6 +438,9 @@ class TransferEngine:
         self.report = TransferReport(src.uri(src_key), dst.uri(dst_key), server_side=self.server_side)
         self._strong = 0
         self._inflight = threading.BoundedSemaphore(self.workers * 4)
+        # Concurrent streamed reads of large objects (stripes); default half the workers.
+        self.streams = max(1, streams if streams is not None else self.workers // 2)
+        self._large_count = 0
 
     # ---- planning
     def _resolve(self) -> tuple[str, str, ObjectInfo | None]:
@@ -675,49 +687,77 @@ class TransferEngine:
         finally:
             self._inflight.release()
 
-    def _copy_part(self, job: _LargeCopy, number: int, offset: int, length: int, reserved: int) -> None:
+    def _copy_stripe(self, job: _LargeCopy, stripe: int, nstripes: int, first: int, last: int) -> None:
+        """Copy parts first..last-1 (0-based) of a large object: one streamed ranged read of the
+        source, each part hashed once (MD5 + CRC32C) as it arrives and handed to the destination's
+        `upload_stream` (parts / blocks / a resumable upload), one part in memory at a time."""
         item = job.item
+        size, part_size = item.src.size, job.part_size
+        start, end = first * part_size, min(size, last * part_size)
+        counted: set[int] = set()
+        results: dict[int, PartResult] = {}
+
+        def attempt() -> dict[int, str]:
+            results.clear()
+            stream = self.src.open_range(item.src.key, start, end)
+
+            def chunks():
+                for index in range(first, last):
+                    if job.failed is not None or self.cancelled.is_set():
+                        raise _Cancelled(f"copy of {item.rel} cancelled")
+                    offset = index * part_size
+                    length = min(part_size, size - offset)
+                    reserved = self.budget.acquire(length)
+                    try:
+                        data = read_full(stream, length)
+                        if len(data) != length:
+                            raise IntegrityError(
+                                f"{self.src.uri(item.src.key)} part {index + 1}: read {len(data)} of {length} bytes"
+                            )
+                        md5 = hashlib.md5(data).digest()
+                        results[index + 1] = PartResult(index + 1, length, md5, crc32c_value(data))
+                        yield index + 1, offset, data, md5
+                        data = b""  # uploaded: drop the buffer before the next part is read
+                    finally:
+                        self.budget.release(reserved)
+                    if index not in counted:
+                        counted.add(index)
+                        self.progress.add_bytes(length)
+
+            parts = chunks()
+            try:
+                return job.upload.upload_stream(stripe, nstripes, end - start, parts)
+            finally:
+                # Close the generator now (releasing its part's budget) rather than when the
+                # traceback of a failed attempt lets go of it: a retry may need that budget.
+                parts.close()
+                with contextlib.suppress(Exception):
+                    stream.close()
+
         try:
             if job.failed is not None or self.cancelled.is_set():
                 return
-            data = _retry(
-                lambda: self.src.read(item.src.key, offset, offset + length),
-                f"read {item.rel} part {number}",
-                self.retries,
-                self.cancelled,
+            tokens = _retry(
+                attempt, f"copy {item.rel} stripe {stripe + 1}/{nstripes}", self.retries, self.cancelled
             )
-            if len(data) != length:
-                raise IntegrityError(
-                    f"{self.src.uri(item.src.key)} part {number}: read {len(data)} of {length} bytes"
-                )
-            md5 = hashlib.md5(data).digest()
-            crc = crc32c_value(data)
-            token = _retry(
-                lambda: job.upload.upload_part(number, data, md5, offset),
-                f"upload {item.rel} part {number}",
-                self.retries,
-                self.cancelled,
-            )
-            data = b""  # drop the buffer before the bookkeeping below
-            self.progress.add_bytes(length)
             with job.lock:
-                job.parts[number] = PartResult(number, length, md5, crc, token)
-                last = len(job.parts) == job.nparts and job.failed is None and not job.finished
-                if last:
+                for number, part in results.items():
+                    part.token = tokens.get(number)
+                    job.parts[number] = part
+                done = len(job.parts) == job.nparts and job.failed is None and not job.finished
+                if done:
                     job.finished = True
-            if last:
+            if done:
                 self._finish_large(job)
         except Exception as exc:
             with job.lock:
-                first = job.failed is None and not job.finished
-                if first:
+                first_failure = job.failed is None and not job.finished
+                if first_failure:
                     job.failed = exc
                     job.finished = True
-            if first:
+            if first_failure:
                 job.upload.abort()
                 self._failed(item, exc)
-        finally:
-            self.budget.release(reserved)
 
     def _finish_large(self, job: _LargeCopy) -> None:
         item = job.item
@@ -753,6 +793,13 @@ class TransferEngine:
             job.upload.abort()
             self._failed(item, exc)
 
+    def _stripes_for(self, nparts: int) -> int:
+        """Stripes (parallel streamed reads) for one large object: enough that all large objects
+        together keep about `streams` reads going, and one when there are that many objects
+        (a single GET per object is what the servers serve best)."""
+        per_object = -(-self.streams // max(1, self._large_count))
+        return max(1, min(nparts, per_object))
+
     def _start_large(self, pool: ThreadPoolExecutor, item: _Item, futures: list[Future]) -> None:
         size = item.src.size
         part_size = max(self.part_size, -(-size // self.dst.max_parts))
@@ -770,11 +817,13 @@ class TransferEngine:
             self._failed(item, exc)
             return
         job = _LargeCopy(item, upload, nparts)
-        for i in range(nparts):
-            offset = i * part_size
-            length = min(part_size, size - offset)
-            reserved = self.budget.acquire(length)
-            futures.append(pool.submit(self._copy_part, job, i + 1, offset, length, reserved))
+        job.part_size = part_size
+        per_stripe = -(-nparts // self._stripes_for(nparts))
+        nstripes = -(-nparts // per_stripe)
+        for stripe in range(nstripes):
+            first = stripe * per_stripe
+            last = min(nparts, first + per_stripe)
+            futures.append(pool.submit(self._copy_stripe, job, stripe, nstripes, first, last))
 
     # ---- the run
     def run(self) -> TransferReport:
@@ -816,6 +865,12 @@ class TransferEngine:
                 self.progress_interval,
             )
             futures: list[Future] = []
+            self._large_count = sum(
+                1
+                for item in items
+                if not (self.server_side and item.src.size <= self.dst.max_server_copy)
+                and item.src.size > self.multipart_threshold
+            )
             with self.progress:
                 try:
                     for item in items:
