@@ -234,3 +234,15 @@ def test_autostop_from_the_spec_installs_the_agent_on_launch(sky_env: SkyCore) -
     status = agent_status(head)
     assert status["running"] and float(status["config"]["idle_seconds"]) == 7 * 60
     sky_env.down("auto-1")
+
+
+def test_retry_adopts_a_job_the_dead_try_submitted_but_never_recorded(sky_env: SkyCore) -> None:
+    script = "for i in 1 2 3; do echo adopt-$i; sleep 0.3; done"
+    name = cluster_name_for("lifecycle", "adopt", "manual__1")
+    owner = Owner("lifecycle", "manual__1", "adopt")
+    task = Task(name="adopt", run=script)
+    sky_env.launch(task, name, owner)
+    job_id = sky_env.submit(task, name, owner)  # the earlier try died right here: nothing in the store
+    result = SkyTaskOperator(task_id="adopt", run=script, poll_interval=0.1).execute(_context("adopt", TaskStateStore()))
+    assert result["job_id"] == job_id
+    assert len(sky_env.store.list_jobs(cluster_name=name)) == 1

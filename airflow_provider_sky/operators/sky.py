@@ -237,6 +237,7 @@ class SkyTaskOperator(BaseOperator):
                 self.log.info("Reattaching to job %s on cluster %s (earlier try, %s)", job_id, name, status.value)
             elif status is not None and status.value == "SUCCEEDED":
                 self.log.info("Job %s on %s already succeeded on an earlier try; not re-running", prior["job_id"], name)
+                self._follow(core, name, int(prior["job_id"]), 0)  # its whole log, for this try's task log
                 return self._finish(core, name, int(prior["job_id"]), task, started=time.time(), context=context)
         started = time.time()
         if job_id is None and not self.launches:
@@ -267,6 +268,12 @@ class SkyTaskOperator(BaseOperator):
                 state.set(STATE_KEY, {"cluster": name, "job_id": None})
             if not (task.run or task.setup):
                 return self._cluster_result(launched.cluster, launched.created)
+        if job_id is None:
+            job_id = self._orphaned_job(core, name, owner)
+            if job_id is not None:
+                self.log.info("Adopting job %s on %s, submitted by an earlier try that died", job_id, name)
+                if state is not None:
+                    state.set(STATE_KEY, {"cluster": name, "job_id": job_id, "log_offset": 0})
         if job_id is None:
             if recovery_policy is not None:  # the SKYPILOT_TASK_ID is stored before the job starts
                 job_id = recovery.submit_managed(core, task, name, owner, store_options=self._store_options)
@@ -433,6 +440,18 @@ class SkyTaskOperator(BaseOperator):
                 plan.get("total_cost") or 0.0,
             )
         return placement
+
+    @staticmethod
+    def _orphaned_job(core: Any, name: str, owner: Owner) -> int | None:
+        """A live job of this very task instance that an earlier try submitted but never recorded
+        (killed between submitting and saving the id): adopt it instead of running it twice."""
+        for job in reversed(core.store.list_jobs(cluster_name=name)):
+            mine = (job.owner_dag_id, job.owner_run_id, job.owner_task_id) == (owner.dag_id, owner.run_id, owner.task_id)
+            if mine and not job.is_terminal:
+                status = core.job_status(name, job.job_id)
+                if status is not None and not status.is_terminal:
+                    return job.job_id
+        return None
 
     @staticmethod
     def _cluster_result(cluster: Any, created: bool) -> dict[str, Any]:

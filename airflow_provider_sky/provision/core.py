@@ -387,6 +387,11 @@ class SkyCore:
         record = self.store.get_cluster(cluster_name)
         cloud_name = record.cloud if record else None
         clouds = [self._cloud(cloud_name)] if cloud_name in self.clouds else list(self.clouds.values())
+        if record is not None and record.status is ClusterStatus.UP:
+            for job in self.store.list_jobs(cluster_name=cluster_name):
+                if not job.is_terminal:  # finished but not yet polled: record the real outcome
+                    with contextlib.suppress(Exception):
+                        self.job_status(cluster_name, job.job_id)
         found = False
         for cloud in clouds:
             handle = cloud.find(cluster_name)
@@ -535,11 +540,14 @@ class SkyCore:
             return record.status
         try:
             state = jobs.job_status(self._runners(cluster_name)[0], job_id)
-        except (jobs.JobNotFoundError, ConfigError, FileNotFoundError):
+        except (jobs.JobNotFoundError, ConfigError, FileNotFoundError):  # the job or its cluster is gone
             if record is not None:
                 self.store.set_job_status(cluster_name, job_id, JobStatus.LOST)
                 return JobStatus.LOST
             return None
+        except (jobs.JobError, OSError) as exc:  # a poll racing a kill, a flaky connection: ask again later
+            log.warning("could not poll job %s on %s: %s", job_id, cluster_name, exc)
+            return record.status if record is not None else None
         status = JobStatus(state.status.value)
         if record is not None and record.status is not status:
             self.store.set_job_status(cluster_name, job_id, status, exit_code=state.exit_code)

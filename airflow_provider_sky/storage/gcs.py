@@ -16,6 +16,8 @@ from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from .base import (
+    META_CRC32C,
+    META_MD5,
     SCRATCH_PREFIX,
     MultipartUpload,
     NotFound,
@@ -386,8 +388,14 @@ class _GCSComposite(MultipartUpload):
     def complete(self, parts: list[PartResult], metadata: Mapping[str, str] | None = None) -> ObjectInfo:
         bucket = self.store._bucket
         if self.direct is not None:
+            # The checksums the engine records are redundant with GCS's own CRC32C / MD5 of a
+            # non-composite object; patching only for them would cost the server a rewrite.
             meta = normalize_metadata(metadata)
-            if meta and meta != self.direct.metadata:
+            if self.direct.crc32c is not None:
+                meta.pop(META_CRC32C, None)
+            if self.direct.md5:
+                meta.pop(META_MD5, None)
+            if meta and {**self.direct.metadata, **meta} != self.direct.metadata:
                 blob = bucket.blob(self.key)
                 blob.metadata = meta
                 blob.patch()
