@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
+from airflow_provider_sky.cli.catalog import add_catalog_parser
 from airflow_provider_sky.cli.common import core_from_args
 from airflow_provider_sky.cli.gc import add_gc_parser
 from airflow_provider_sky.cli.pools import add_pools_parser
@@ -134,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.set_defaults(func=cmd_plan)
     add_gc_parser(sub)
     add_pools_parser(sub)
+    add_catalog_parser(sub)
     return parser
 
 

@@ -266,7 +266,7 @@ class _Instance:
         """(neighbour, matrix with i's candidates as rows) for every pair of ``i``."""
         return [(b, self.pairs[(a, b)]) if a == i else (a, self.pairs[(a, b)].T) for a, b in self.keys_of.get(i, ())]
 
-    def _prune(self, rounds: int = 3) -> None:
+    def _prune(self, rounds: int = 1) -> None:
         """Drop candidate k of a node when some k' is never worse, whatever the neighbours do."""
         todo = [i for i, u in self.unary.items() if len(u) > 1]
         for _ in range(rounds):
@@ -471,6 +471,8 @@ def _run_highs(
         lp.integrality_ = [kinds[k] for k in m.integer.tolist()]
     h.passModel(lp)
     if start is None or relax:
+        if relax:  # presolve costs more than it saves on these LPs
+            h.setOptionValue("presolve", "off")
         h.run()
         return h
     # the incumbent's x values; HiGHS completes the continuous auxiliaries itself
@@ -500,8 +502,15 @@ def solve_cost_milp(problem: Problem, members: list[int], time_limit: float = 10
     free = {i for (a, b) in inst.pairs for i in (a, b)}
     if not free:
         return CostMilpResult(inst.expand(sel), True, 0.0, heur, heur, time.perf_counter() - t0, 0, 0, heur)
-    if time.perf_counter() >= deadline:  # no time left for a bound: the local-search plan
-        return CostMilpResult(inst.expand(sel), False, None, None, heur, time.perf_counter() - t0, 0, 0, heur)
+    # a bound that costs nothing: every term at its own minimum (used if the LP does not finish)
+    trivial = inst.const + sum(float(u.min()) for u in inst.unary.values()) + sum(float(m.min()) for m in inst.pairs.values())
+
+    def early() -> CostMilpResult:
+        rel = max(0.0, (obj - trivial) / max(abs(obj), 1e-9))
+        return CostMilpResult(inst.expand(sel), rel <= gap, rel, trivial, obj, time.perf_counter() - t0, 0, 0, heur)
+
+    if time.perf_counter() >= deadline:  # no time left for the LP: the local-search plan
+        return early()
     model, x = _build(inst, _level_keys(problem), free)
     # nodes outside every pair sit at their best unary value: a constant for the solver
     offset = inst.const + sum(float(inst.unary[i][sel[i]]) for i in inst.unary if i not in free)
@@ -522,10 +531,10 @@ def solve_cost_milp(problem: Problem, members: list[int], time_limit: float = 10
             sel, obj = cand, e
         return integral
 
-    bound: float | None = None
+    bound: float | None = trivial
     lp = _run_highs(model, x, None, offset, deadline - time.perf_counter(), gap, relax=True)
     if lp.getModelStatus() == highspy.HighsModelStatus.kOptimal:
-        bound = float(lp.getInfo().objective_function_value)
+        bound = max(trivial, float(lp.getInfo().objective_function_value))
         take(lp)
     optimal = bound is not None and obj - bound <= gap * max(abs(obj), 1e-9) + _EPS
     if not optimal and deadline - time.perf_counter() > 0.05:

@@ -58,34 +58,20 @@ def plan_for_run(
     from airflow_provider_sky.optimizer import OptimizerError, optimize
 
     try:
-        plan = optimize(
-            with_dependencies(tasks, edges), catalog_dir, minimize=minimize, **_clouds_kwarg(allowed)
-        )
+        plan = optimize(with_dependencies(tasks, edges), catalog_dir, minimize=minimize, clouds=allowed)
     except OptimizerError as exc:
         log.warning("No DAG-wide plan for %s/%s (%s); each task uses its own candidates", dag_id, run_id, exc)
         return None
     return store.put_plan(dag_id, run_id, plan.to_json_dict())
 
 
-def _clouds_kwarg(clouds: tuple[str, ...]) -> dict[str, Any]:
-    """Pass `clouds=` to the optimizer when it supports restricting candidates to enabled clouds."""
-    import inspect
-
-    from airflow_provider_sky.optimizer import optimize
-
-    return {"clouds": clouds} if "clouds" in inspect.signature(optimize).parameters else {}
-
-
 def placement_ranker(task: Task, clouds: Iterable[str], catalog_dir: str | None = None) -> Any:
-    """A function ``blocked -> best-first placements`` for failover, or None without an optimizer ranking."""
+    """A function ``blocked -> best-first placements`` for failover (None: only the local backend)."""
     allowed = clouds_worth_planning(clouds)
     if not allowed:
         return None
-    try:
-        from airflow_provider_sky.optimizer import rank_placements  # type: ignore[attr-defined]
-    except ImportError:
-        return None
     from airflow_provider_sky.catalog import load_catalog
+    from airflow_provider_sky.optimizer import rank_placements
 
     def rank(blocked: list[tuple[Any, ...]]) -> list[Any]:
         try:

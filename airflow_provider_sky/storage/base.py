@@ -172,6 +172,9 @@ class MultipartUpload(ABC):
     """An in-progress upload of one object in parts (S3 multipart, Azure blocks, GCS compose, file)."""
 
     key: str
+    #: Whether `upload_stream` uses the parts' MD5 digests (sent for the server to validate, or
+    #: to check a multipart ETag); when False the engine skips hashing them (CRC32C still verifies).
+    stream_needs_md5: bool = True
 
     @abstractmethod
     def upload_part(self, number: int, data: bytes, md5: bytes, offset: int) -> str:

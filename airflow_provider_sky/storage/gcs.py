@@ -343,6 +343,9 @@ class _GCSComposite(MultipartUpload):
     as resumable uploads: a single stripe goes straight to the target (no compose, no scratch
     objects to delete), several become scratch objects composed into the target."""
 
+    # Streamed stripes are checked by the CRC32C GCS computes over the stored object.
+    stream_needs_md5 = False
+
     def __init__(self, store: GCSStore, key: str, metadata: Mapping[str, str] | None = None):
         self.store = store
         self.key = key

@@ -696,6 +696,7 @@ class TransferEngine:
         start, end = first * part_size, min(size, last * part_size)
         counted: set[int] = set()
         results: dict[int, PartResult] = {}
+        want_md5 = getattr(job.upload, "stream_needs_md5", True)
 
         def attempt() -> dict[int, str]:
             results.clear()
@@ -714,7 +715,7 @@ class TransferEngine:
                             raise IntegrityError(
                                 f"{self.src.uri(item.src.key)} part {index + 1}: read {len(data)} of {length} bytes"
                             )
-                        md5 = hashlib.md5(data).digest()
+                        md5 = hashlib.md5(data).digest() if want_md5 else b""
                         results[index + 1] = PartResult(index + 1, length, md5, crc32c_value(data))
                         yield index + 1, offset, data, md5
                         data = b""  # uploaded: drop the buffer before the next part is read
@@ -782,7 +783,7 @@ class TransferEngine:
                     size,
                     None,
                     crc,
-                    part_md5s=[p.md5 for p in parts],
+                    part_md5s=[p.md5 for p in parts] if all(p.md5 for p in parts) else None,
                     parts_validated=self.dst.scheme == "az",
                 )
             except IntegrityError:
