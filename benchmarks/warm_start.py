@@ -78,7 +78,7 @@ def main() -> int:
                     }
                     ssh_core = SkyCore.from_settings(
                         SkySettings(state_db_url=f"sqlite:///{tmp}/ssh.db", enabled_clouds=("ssh",), ssh_pool=pool,
-                                    log_dir=f"{tmp}/logs")  # fmt: skip
+                                    log_dir=f"{tmp}/logs")
                     )
                     ssh_task = Task(name="bench", setup=SETUP, run=RUN, resources={"infra": "ssh"})
                     rows.append(("ssh (sshd on 127.0.0.1)", *measure(ssh_core, ssh_task, args.repeat, "bench-ssh")))
