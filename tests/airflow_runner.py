@@ -40,10 +40,12 @@ class AirflowHome:
         env.update(extra)
         return env
 
-    def airflow(self, *args: str, timeout: float = 300, **popen: object) -> subprocess.CompletedProcess[str]:
+    def airflow(
+        self, *args: str, timeout: float = 300, extra_env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [AIRFLOW, *args],
-            env=self.env(),
+            env=self.env(**(extra_env or {})),
             capture_output=True,
             text=True,
             timeout=timeout,

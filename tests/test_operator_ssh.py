@@ -103,3 +103,40 @@ def test_spillover_parameters_are_checked_at_parse_time() -> None:
 
     with pytest.raises(SpecError, match="spillover"):
         SkyTaskOperator(task_id="x", run="true", spillover="deadline")
+
+
+def test_ssh_pool_task_end_to_end_under_airflow_dags_test(sshd_hosts, tmp_path_factory) -> None:  # noqa: F811
+    from tests.airflow_runner import make_home
+
+    dags = tmp_path_factory.mktemp("ssh_dags")
+    (dags / "ssh_pool_dag.py").write_text(
+        "import pendulum\n"
+        "from airflow.sdk import DAG\n"
+        "from airflow_provider_sky.operators.sky import SkyTaskOperator\n"
+        "with DAG('sky_ssh_pool', start_date=pendulum.datetime(2026, 1, 1), schedule=None):\n"
+        "    SkyTaskOperator(task_id='onprem', resources={'infra': 'ssh'}, num_nodes=2,\n"
+        "                    setup='echo setup-on-$(hostname)',\n"
+        "                    run='echo \"pool rank $SKYPILOT_NODE_RANK of $SKYPILOT_NUM_NODES\"')\n"
+    )
+    home = make_home(tmp_path_factory.mktemp("ssh_home"), dags)
+    hosts = sshd_hosts.hosts
+    env = {
+        "AIRFLOW_CONN_LAB_POOL": json.dumps(
+            {
+                "conn_type": "sky_ssh_pool",
+                "extra": {
+                    "hosts": ",".join(f"{h.user}@127.0.0.1:{h.port}" for h in hosts[:2]),
+                    "private_key": sshd_hosts.key_text,
+                    "known_hosts": sshd_hosts.known_hosts_text,
+                },
+            }
+        ),
+        "AIRFLOW_CONN_SKY_DEFAULT": json.dumps(
+            {"conn_type": "sky", "extra": {"enabled_clouds": "ssh", "ssh_pool_conn_id": "lab_pool"}}
+        ),
+    }
+    result = home.airflow("dags", "test", "sky_ssh_pool", extra_env=env)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    assert "pool rank 0 of 2" in out and "pool rank 1 of 2" in out
+    assert sshd_hosts.key_text.strip().splitlines()[1] not in out
