@@ -25,7 +25,7 @@ def require(available: bool, reason: str) -> None:
         return
     if services_required():
         pytest.fail(f"required service missing under SKY_REQUIRE_SERVICES=1: {reason}")
-    pytest.skip(reason)
+    pytest.skip(reason=reason)
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:

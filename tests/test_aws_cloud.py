@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_sky.clouds import aws
+from airflow_provider_sky.clouds import aws, vm
 from airflow_provider_sky.clouds.aws import AwsCloud
 from airflow_provider_sky.clouds.errors import (
     CapacityError,
@@ -256,7 +256,7 @@ def test_runners_are_ssh_runners(cloud: AwsCloud, cluster: str, monkeypatch: pyt
         monkeypatch.setattr(cloud, "runner_factory", lambda ip, h, rank: (ip, rank))
         assert cloud.runners(handle) == [(handle.node_ips[0], 0), (handle.node_ips[1], 1)]
         monkeypatch.setattr(cloud, "runner_factory", None)
-        monkeypatch.setattr(aws, "SSH_RUNNER_MODULE", "airflow_provider_sky.execution.no_such_runner")
+        monkeypatch.setattr(vm, "SSH_RUNNER_MODULE", "airflow_provider_sky.execution.no_such_runner")
         with pytest.raises(ConfigError, match="no_such_runner") as err:
             cloud.runners(handle)
         assert err.value.fix

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_sky.clouds import azure
+from airflow_provider_sky.clouds import vm
 from airflow_provider_sky.clouds.azure import AzureCloud
 from airflow_provider_sky.clouds.azure_resources import StaticTokenCredential, vm_name
 from airflow_provider_sky.clouds.errors import (
@@ -212,7 +212,7 @@ def test_runners_are_ssh_runners(cloud: AzureCloud, cluster: str, monkeypatch: p
     try:
         [runner] = cloud.runners(handle)
         assert runner.host == handle.head_ip and runner.port == 22 and runner.host_key_mode == "accept-new"
-        monkeypatch.setattr(azure, "SSH_RUNNER_MODULE", "airflow_provider_sky.execution.no_such_runner")
+        monkeypatch.setattr(vm, "SSH_RUNNER_MODULE", "airflow_provider_sky.execution.no_such_runner")
         with pytest.raises(ConfigError, match="no_such_runner"):
             cloud.runners(handle)
     finally:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_sky.clouds import gcp
+from airflow_provider_sky.clouds import vm
 from airflow_provider_sky.clouds.errors import (
     CapacityError,
     ConfigError,
@@ -228,7 +228,7 @@ def test_runners_are_ssh_runners(cloud: GcpCloud, cluster: str, monkeypatch: pyt
         runners = cloud.runners(handle)  # built lazily, no connection yet
         assert [r.host for r in runners] == list(handle.node_ips)
         assert all(r.port == 22 and r.host_key_mode == "accept-new" for r in runners)
-        monkeypatch.setattr(gcp, "SSH_RUNNER_MODULE", "airflow_provider_sky.execution.no_such_runner")
+        monkeypatch.setattr(vm, "SSH_RUNNER_MODULE", "airflow_provider_sky.execution.no_such_runner")
         with pytest.raises(ConfigError, match="no_such_runner"):
             cloud.runners(handle)
     finally:

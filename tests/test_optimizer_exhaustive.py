@@ -64,7 +64,7 @@ def _check(seed: int, n: int, minimize: str) -> None:
     try:
         problem = build_problem(tasks, catalog)
     except ValueError:
-        pytest.skip("random catalog has no offering for a task")
+        pytest.skip(reason="random catalog has no offering for a task")
     brute = evaluate(problem, solve_exhaustive(problem, minimize))
     for method in ("auto", "milp"):
         plan = optimize(tasks, catalog, minimize=minimize, method=method)

@@ -86,7 +86,7 @@ def test_general_dags_match_exhaustive(seed: int) -> None:
     try:
         problem = build_problem(tasks, catalog)
     except ValueError:
-        pytest.skip("random catalog has no offering for a task")
+        pytest.skip(reason="random catalog has no offering for a task")
     brute = evaluate(problem, solve_exhaustive(problem)).total_cost
     plan = optimize(tasks, catalog, method="milp")
     assert plan.optimal and plan.gap in (None, 0.0)

@@ -204,7 +204,7 @@ def test_recursive_yaml_in_config_is_rejected() -> None:
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError:  # pragma: no cover - depends on the PyYAML version
-        pytest.skip("PyYAML refuses recursive aliases")
+        pytest.skip(reason="PyYAML refuses recursive aliases")
     assert loaded["config"]["self"] is loaded["config"]
     with pytest.raises(SpecError, match="nested too deeply"):
         Task.from_yaml(text)

@@ -11,7 +11,6 @@ make it a partial launch, which is terminated before `CapacityError` is raised.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import threading
@@ -31,8 +30,9 @@ from airflow_provider_sky.clouds.aws_instances import (
     rank_key,
     tag_value,
 )
-from airflow_provider_sky.clouds.base import Cloud, ClusterHandle
+from airflow_provider_sky.clouds.base import ClusterHandle
 from airflow_provider_sky.clouds.errors import CapacityError, ConfigError, ProvisionError
+from airflow_provider_sky.clouds.vm import SshVmCloud
 
 if TYPE_CHECKING:
     from airflow_provider_sky.execution.runner import CommandRunner
@@ -47,11 +47,10 @@ DEFAULT_REGIONS = (
     "eu-central-1", "eu-north-1", "ap-northeast-1", "ap-southeast-1", "ap-southeast-2", "ap-south-1",
     "sa-east-1",
 )  # fmt: skip
-SSH_RUNNER_MODULE = "airflow_provider_sky.execution.ssh_runner"
 RunnerFactory = Callable[[str, ClusterHandle, int], "CommandRunner"]
 
 
-class AwsCloud(Cloud):
+class AwsCloud(SshVmCloud):
     """EC2 clusters; see the module docstring for identity, idempotency and partial launches."""
 
     name = AWS
@@ -166,13 +165,6 @@ class AwsCloud(Cloud):
             return self._zone_ids.get(region, {}).get(zone, zone)
 
     # ---- prerequisites ----------------------------------------------------------------------
-    def key_path(self) -> Path:
-        return self.key_dir / "sky-key"
-
-    def known_hosts_path(self) -> Path:
-        """Host keys of this cloud's nodes, recorded on first contact (next to the key directory)."""
-        return self.key_dir.parent / "aws_known_hosts"
-
     def _prepare(self, region: str) -> tuple[str, str]:
         """(key pair name, security group id) for `region`, created on first use."""
         with self._lock:
@@ -551,36 +543,5 @@ class AwsCloud(Cloud):
         return self._handle(handle.cluster_name, region, self._describe_ids(region, ids))
 
     # ---- execution --------------------------------------------------------------------------
-    def runners(self, handle: ClusterHandle) -> list[CommandRunner]:
-        """SSH runners, head first (needs `execution.ssh_runner`, imported lazily)."""
-        if self.runner_factory is not None:
-            return [self.runner_factory(ip, handle, rank) for rank, ip in enumerate(handle.node_ips)]
-        try:
-            module = importlib.import_module(SSH_RUNNER_MODULE)
-        except ImportError as exc:
-            raise ConfigError(
-                f"running commands on AWS nodes needs {SSH_RUNNER_MODULE}, which is not available ({exc})",
-                cloud=AWS,
-                fix="install a version of airflow-provider-sky with the SSH runner (and paramiko)",
-            ) from exc
-        runner_cls = getattr(module, "SshRunner", None)
-        if runner_cls is None:
-            raise ConfigError(f"{SSH_RUNNER_MODULE} has no SshRunner", cloud=AWS, fix="update airflow-provider-sky")
-        user = handle.extra.get("ssh_user") or self.ssh_user
-        key = handle.extra.get("key_path") or str(self.key_path())
-        private = list(handle.extra.get("private_ips") or handle.node_ips)
-        return [
-            runner_cls(
-                ip,
-                user,
-                port=22,
-                key_file=key,
-                known_hosts=str(self.known_hosts_path()),
-                strict_host_key_checking="accept-new",  # first-seen key recorded, a changed one refused
-                node_ip=private[rank] if rank < len(private) else ip,
-            )
-            for rank, ip in enumerate(handle.node_ips)
-        ]
-
     def classify_error(self, exc: BaseException) -> ProvisionError:
         return classify_aws_error(exc)

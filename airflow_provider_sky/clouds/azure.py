@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_sky.clouds import aws_resources as keys
 from airflow_provider_sky.clouds import azure_resources as ar
 from airflow_provider_sky.clouds.azure_errors import AZURE, FIX_CREDENTIALS, classify_azure_error
-from airflow_provider_sky.clouds.base import Cloud, ClusterHandle
+from airflow_provider_sky.clouds.base import ClusterHandle
 from airflow_provider_sky.clouds.errors import (
     CapacityError,
     ConfigError,
@@ -31,6 +31,7 @@ from airflow_provider_sky.clouds.errors import (
     QuotaError,
     TransientError,
 )
+from airflow_provider_sky.clouds.vm import SshVmCloud
 
 if TYPE_CHECKING:
     from airflow_provider_sky.execution.runner import CommandRunner
@@ -42,7 +43,6 @@ DEFAULT_REGIONS = (
     "eastus", "eastus2", "westus2", "westus3", "centralus", "southcentralus", "northeurope", "westeurope",
     "uksouth", "swedencentral", "japaneast", "southeastasia", "australiaeast",
 )  # fmt: skip
-SSH_RUNNER_MODULE = "airflow_provider_sky.execution.ssh_runner"
 COMPUTE, NETWORK = "Microsoft.Compute", "Microsoft.Network"
 RunnerFactory = Callable[[str, ClusterHandle, int], "CommandRunner"]
 _RANK = (CapacityError, QuotaError, CredentialsError, ConfigError, TransientError, ProvisionError)
@@ -64,7 +64,7 @@ def _most_telling(errors: Sequence[ProvisionError]) -> ProvisionError:
     return min(errors, key=lambda e: next(i for i, cls in enumerate(_RANK) if isinstance(e, cls)))
 
 
-class AzureCloud(Cloud):
+class AzureCloud(SshVmCloud):
     """Azure VM clusters; see the module docstring for identity, idempotency and partial launches.
 
     `credential` is an azure-identity / azure-core ``TokenCredential`` (None: DefaultAzureCredential);
@@ -227,12 +227,6 @@ class AzureCloud(Cloud):
         return f"{self.resource_group_prefix}-{region}"
 
     # ---- prerequisites ----------------------------------------------------------------------
-    def key_path(self) -> Path:
-        return self.key_dir / "sky-key"
-
-    def known_hosts_path(self) -> Path:
-        return self.key_dir.parent / "azure_known_hosts"
-
     def _prepare(self, region: str) -> tuple[str, str]:
         """(resource group, subnet id) of `region`, created on first use (idempotent PUTs)."""
         with self._lock:
@@ -512,34 +506,6 @@ class AzureCloud(Cloud):
         return found
 
     # ---- execution --------------------------------------------------------------------------
-    def runners(self, handle: ClusterHandle) -> list[CommandRunner]:
-        """SSH runners, head first (`execution.ssh_runner`, imported lazily)."""
-        if self.runner_factory is not None:
-            return [self.runner_factory(ip, handle, rank) for rank, ip in enumerate(handle.node_ips)]
-        try:
-            runner_cls = importlib.import_module(SSH_RUNNER_MODULE).SshRunner
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(
-                f"running commands on Azure nodes needs {SSH_RUNNER_MODULE}.SshRunner ({exc})",
-                cloud=AZURE,
-                fix="install a version of airflow-provider-sky with the SSH runner (and paramiko)",
-            ) from exc
-        user = handle.extra.get("ssh_user") or self.ssh_user
-        key = handle.extra.get("key_path") or str(self.key_path())
-        private = list(handle.extra.get("private_ips") or handle.node_ips)
-        return [
-            runner_cls(
-                ip,
-                user,
-                port=22,
-                key_file=key,
-                known_hosts=str(self.known_hosts_path()),
-                strict_host_key_checking="accept-new",  # first-seen key recorded, a changed one refused
-                node_ip=private[rank] if rank < len(private) else ip,
-            )
-            for rank, ip in enumerate(handle.node_ips)
-        ]
-
     def classify_error(self, exc: BaseException) -> ProvisionError:
         error = classify_azure_error(exc)
         if isinstance(error, CredentialsError) and not error.fix:

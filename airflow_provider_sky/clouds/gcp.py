@@ -12,7 +12,6 @@ partial launch raises `CapacityError`.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import threading
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_sky.clouds import aws_resources as keys
 from airflow_provider_sky.clouds import gcp_instances as gi
-from airflow_provider_sky.clouds.base import Cloud, ClusterHandle
+from airflow_provider_sky.clouds.base import ClusterHandle
 from airflow_provider_sky.clouds.errors import CapacityError, ConfigError, CredentialsError, ProvisionError
 from airflow_provider_sky.clouds.gcp_errors import (
     FIX_CREDENTIALS,
@@ -33,6 +32,7 @@ from airflow_provider_sky.clouds.gcp_errors import (
     classify_gcp_error,
     classify_operation_errors,
 )
+from airflow_provider_sky.clouds.vm import SshVmCloud
 
 if TYPE_CHECKING:
     from airflow_provider_sky.execution.runner import CommandRunner
@@ -44,7 +44,6 @@ DEFAULT_REGIONS = (
     "us-central1", "us-east1", "us-east4", "us-west1", "us-west4", "europe-west1", "europe-west4",
     "europe-west2", "asia-east1", "asia-northeast1", "asia-southeast1", "australia-southeast1",
 )  # fmt: skip
-SSH_RUNNER_MODULE = "airflow_provider_sky.execution.ssh_runner"
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 RunnerFactory = Callable[[str, ClusterHandle, int], "CommandRunner"]
 
@@ -56,7 +55,7 @@ def _getter(fields: Mapping[str, Any], prefix: str) -> Callable[[str], Any]:
     return lambda key: merged.get(key) or merged.get(f"{prefix}{key}")
 
 
-class GcpCloud(Cloud):
+class GcpCloud(SshVmCloud):
     """GCE clusters; see the module docstring for identity, idempotency and partial launches.
 
     `credentials` is a google-auth credentials object (None: application-default credentials);
@@ -367,12 +366,6 @@ class GcpCloud(Cloud):
             log.exception("gcp: could not delete partial launch %s in %s", list(names), zone)
 
     # ---- launch -----------------------------------------------------------------------------
-    def key_path(self) -> Path:
-        return self.key_dir / "sky-key"
-
-    def known_hosts_path(self) -> Path:
-        return self.key_dir.parent / "gcp_known_hosts"
-
     def launch(
         self,
         cluster_name: str,
@@ -519,33 +512,5 @@ class GcpCloud(Cloud):
         return found
 
     # ---- execution --------------------------------------------------------------------------
-    def runners(self, handle: ClusterHandle) -> list[CommandRunner]:
-        """SSH runners, head first (`execution.ssh_runner`, imported lazily)."""
-        if self.runner_factory is not None:
-            return [self.runner_factory(ip, handle, rank) for rank, ip in enumerate(handle.node_ips)]
-        try:
-            runner_cls = importlib.import_module(SSH_RUNNER_MODULE).SshRunner
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(
-                f"running commands on GCP nodes needs {SSH_RUNNER_MODULE}.SshRunner ({exc})",
-                cloud=GCP,
-                fix="install a version of airflow-provider-sky with the SSH runner (and paramiko)",
-            ) from exc
-        user = handle.extra.get("ssh_user") or self.ssh_user
-        key = handle.extra.get("key_path") or str(self.key_path())
-        private = list(handle.extra.get("private_ips") or handle.node_ips)
-        return [
-            runner_cls(
-                ip,
-                user,
-                port=22,
-                key_file=key,
-                known_hosts=str(self.known_hosts_path()),
-                strict_host_key_checking="accept-new",  # first-seen key recorded, a changed one refused
-                node_ip=private[rank] if rank < len(private) else ip,
-            )
-            for rank, ip in enumerate(handle.node_ips)
-        ]
-
     def classify_error(self, exc: BaseException) -> ProvisionError:
         return classify_gcp_error(exc)

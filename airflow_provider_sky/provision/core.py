@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -483,9 +483,20 @@ class SkyCore:
                 runner.put(source, target)
 
     def submit(
-        self, task: Task, cluster_name: str, owner: Owner | None = None, store_options: StoreOptions | None = None
+        self,
+        task: Task,
+        cluster_name: str,
+        owner: Owner | None = None,
+        store_options: StoreOptions | None = None,
+        *,
+        task_id: str | None = None,
+        on_job: Callable[[int, str], None] | None = None,
     ) -> int:
-        """Sync files and start the task's job (setup first, once per cluster) detached; return its id."""
+        """Sync files and start the task's job (setup first, once per cluster) detached; return its id.
+
+        `task_id` is the job's SKYPILOT_TASK_ID (default: a new one); `on_job(job_id, task_id)` is
+        called once the id exists and before the job starts (job recovery records it there).
+        """
         owner = owner or Owner()
         task.validate_for_run()
         cluster = self.store.get_cluster(cluster_name)
@@ -500,7 +511,10 @@ class SkyCore:
             owner_run_id=owner.run_id,
             owner_task_id=owner.task_id,
         )
-        env = {**{k: v for k, v in task.envs.items() if v is not None}}
+        task_id = task_id or jobs.make_task_id(cluster_name, job.job_id)
+        if on_job is not None:
+            on_job(job.job_id, task_id)
+        env = {k: v for k, v in task.envs.items() if v is not None}
         env.update({k: v for k, v in task.secrets.items() if v is not None})
         if task.outputs:
             env.update(output_env(runners[0]))
@@ -519,6 +533,7 @@ class SkyCore:
                 cluster_name=cluster_name,
                 num_gpus_per_node=gpus,
                 gpu_capacity=capacity,
+                task_id=task_id,
             )
         except Exception as exc:
             self.store.set_job_status(cluster_name, job.job_id, JobStatus.FAILED)

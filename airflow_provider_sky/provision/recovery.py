@@ -29,12 +29,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_sky.clouds.base import ClusterHandle
-from airflow_provider_sky.clouds.errors import ConfigError, ProvisionError
+from airflow_provider_sky.clouds.errors import ProvisionError
 from airflow_provider_sky.execution import job_driver as drv
 from airflow_provider_sky.execution import jobs
 from airflow_provider_sky.provision.blocklist import BlockEntry
-from airflow_provider_sky.provision.core import WORKDIR_ON_NODE, LaunchResult, Owner, _accelerator_count
-from airflow_provider_sky.provision.outputs import output_env
+from airflow_provider_sky.provision.core import LaunchResult, Owner
 from airflow_provider_sky.provision.placement import Placement
 from airflow_provider_sky.state import ClusterStatus, JobStatus
 from airflow_provider_sky.state import recovery as chains
@@ -278,61 +277,14 @@ def _start_job(
             previous_job_id=previous_job_id, placement=placement, message=message,
         )  # fmt: skip
 
-    if _accepts(type(core).submit, "task_id") and _accepts(type(core).submit, "on_job"):
-        chosen: list[str] = []
+    chosen: list[str] = []
 
-        def on_job(job_id: int, tid: str) -> None:
-            chosen.append(tid)
-            record(job_id, tid)
+    def on_job(job_id: int, tid: str) -> None:
+        chosen.append(tid)
+        record(job_id, tid)
 
-        job_id = core.submit(  # type: ignore[call-arg]
-            task, cluster_name, owner, store_options=store_options, task_id=task_id, on_job=on_job
-        )
-        return job_id, chosen[0] if chosen else (task_id or "")
-    # Until SkyCore.submit takes task_id/on_job: the same steps as SkyCore.submit.
-    task.validate_for_run()
-    cluster = core.store.get_cluster(cluster_name)
-    if cluster is None or cluster.status is not ClusterStatus.UP:
-        raise ConfigError(f"cluster {cluster_name} is not UP", fix="launch it first")
-    runners = core._runners(cluster_name)
-    core._sync(task, cluster, runners, store_options)
-    job = core.store.next_job(
-        cluster_name,
-        name=task.name,
-        owner_dag_id=owner.dag_id,
-        owner_run_id=owner.run_id,
-        owner_task_id=owner.task_id,
-    )
-    task_id = task_id or jobs.make_task_id(cluster_name, job.job_id)
-    record(job.job_id, task_id)
-    env = {k: v for k, v in task.envs.items() if v is not None}
-    env.update({k: v for k, v in task.secrets.items() if v is not None})
-    if task.outputs:
-        env.update(output_env(runners[0]))
-    accs = task.resources.accelerators or {}
-    gpus = sum(accs.values()) if accs else 0
-    gpus = int(gpus) if float(gpus).is_integer() else gpus
-    try:
-        handle = jobs.submit_multinode_job(
-            runners,
-            job.job_id,
-            task.run,
-            env,
-            WORKDIR_ON_NODE if task.workdir else None,
-            setup=task.setup,
-            cluster_name=cluster_name,
-            num_gpus_per_node=gpus,
-            gpu_capacity=_accelerator_count(cluster.accelerators),
-            task_id=task_id,
-        )
-    except Exception as exc:
-        core.store.set_job_status(cluster_name, job.job_id, JobStatus.FAILED)
-        raise ConfigError(
-            f"could not start job {job.job_id} on {cluster_name}: {exc}", cloud=cluster.cloud
-        ) from exc
-    core.store.update_job(cluster_name, job.job_id, log_path=handle.log_path)
-    core.store.touch_cluster(cluster_name)
-    return job.job_id, task_id
+    job_id = core.submit(task, cluster_name, owner, store_options=store_options, task_id=task_id, on_job=on_job)
+    return job_id, chosen[0] if chosen else (task_id or "")
 
 
 def submit_managed(
