@@ -255,6 +255,7 @@ class SkyTaskOperator(BaseOperator):
                 self._spill_decision = decision.to_dict()
             else:
                 launched = core.launch(task, name, owner, preferred=placement)
+            self._replan_if_moved(core, context, owner, placement, launched)
             self.log.info(
                 "Cluster %s on %s/%s (%s x%d)%s",
                 name,
@@ -440,6 +441,22 @@ class SkyTaskOperator(BaseOperator):
                 plan.get("total_cost") or 0.0,
             )
         return placement
+
+    def _replan_if_moved(self, core: Any, context: Any, owner: Owner, placement: Any, launched: Any) -> None:
+        """Failover put this task elsewhere than planned: re-plan the run's tasks still to come."""
+        if not placement or not launched.created or context.get("dag") is None:
+            return
+        cluster = launched.cluster
+        if (cluster.cloud, cluster.region) == (placement.get("cloud"), placement.get("region")):
+            return
+        tasks, edges = sky_tasks_of(context["dag"])
+        plan = core.replan_after_failover(owner.dag_id, owner.run_id, tasks, edges)
+        if plan:
+            self.log.info(
+                "Failover moved %s to %s/%s (planned %s/%s); re-planned the remaining tasks: %s",
+                self.task_id, cluster.cloud, cluster.region, placement.get("cloud"), placement.get("region"),
+                {t: f"{p.get('cloud')}/{p.get('region')}" for t, p in plan.get("tasks", {}).items()},
+            )  # fmt: skip
 
     @staticmethod
     def _orphaned_job(core: Any, name: str, owner: Owner) -> int | None:

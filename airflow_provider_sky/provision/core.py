@@ -26,7 +26,7 @@ from airflow_provider_sky.provision.file_mounts import StoreOptions, fetch_bucke
 from airflow_provider_sky.provision.keepwarm import decide_keep_warm, measured_startup_seconds
 from airflow_provider_sky.provision.outputs import Destination, collect_outputs, output_env
 from airflow_provider_sky.provision.placement import Placement, ordered_source, placements_from_resources
-from airflow_provider_sky.provision.planning import placement_ranker, plan_for_run
+from airflow_provider_sky.provision.planning import placement_ranker, plan_for_run, replan_remaining
 from airflow_provider_sky.provision.settings import SkySettings
 from airflow_provider_sky.spec import Task
 from airflow_provider_sky.state import ClusterRecord, ClusterStatus, JobRecord, JobStatus, StateStore
@@ -366,6 +366,20 @@ class SkyCore:
             return found or fallback(blocklist)
 
         return next_placement
+
+    def replan_after_failover(
+        self, dag_id: str, run_id: str, tasks: Mapping[str, Task], edges: list[tuple[str, str]]
+    ) -> dict[str, Any] | None:
+        """Re-plan the run's remaining tasks with every task that has a cluster fixed where it runs."""
+        fixed = {
+            c.owner_task_id: (c.cloud, c.region, c.instance_type, bool(c.use_spot))
+            for c in self.store.list_clusters(owner_dag_id=dag_id, owner_run_id=run_id)
+            if c.owner_task_id in tasks and c.status is ClusterStatus.UP and c.cloud
+        }
+        return replan_remaining(
+            self.store, dag_id, run_id, tasks, edges, fixed,
+            clouds=self.clouds, minimize=self.settings.minimize, catalog_dir=self.settings.catalog_dir,
+        )  # fmt: skip
 
     def plan_for_run(
         self, dag_id: str, run_id: str, tasks: Mapping[str, Task], edges: list[tuple[str, str]]

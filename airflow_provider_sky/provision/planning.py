@@ -81,3 +81,45 @@ def placement_ranker(task: Task, clouds: Iterable[str], catalog_dir: str | None 
             return []
 
     return rank
+
+
+def pinned_to(task: Task, cloud: str, region: str | None, instance_type: str | None, use_spot: bool) -> Task:
+    """The task fixed to where it actually runs (for re-planning the tasks that have not started)."""
+    from airflow_provider_sky.spec import Resources
+
+    if cloud == "local":
+        return dataclasses.replace(task, resources=Resources(infra="local"))
+    infra = f"{cloud}/{region}" if region else cloud
+    return dataclasses.replace(
+        task, resources=Resources(infra=infra, instance_type=instance_type, use_spot=use_spot)
+    )
+
+
+def replan_remaining(
+    store: StateStore,
+    dag_id: str,
+    run_id: str,
+    tasks: Mapping[str, Task],
+    edges: Iterable[tuple[str, str]],
+    fixed: Mapping[str, tuple[str, str | None, str | None, bool]],
+    *,
+    clouds: Iterable[str],
+    minimize: str = "cost",
+    catalog_dir: str | None = None,
+) -> dict[str, Any] | None:
+    """After a failover moved a task, re-plan the run with every started task fixed where it runs
+    (`fixed`: name -> (cloud, region, instance type, spot)), so the tasks still to come follow the
+    data. Stored by compare-and-set on the plan's version: concurrent re-planners converge."""
+    record = store.get_plan_record(dag_id, run_id)
+    allowed = clouds_worth_planning(clouds)
+    if record is None or not allowed:
+        return None
+    from airflow_provider_sky.optimizer import OptimizerError, optimize
+
+    pinned = {name: pinned_to(task, *fixed[name]) if name in fixed else task for name, task in tasks.items()}
+    try:
+        plan = optimize(with_dependencies(pinned, edges), catalog_dir, minimize=minimize, clouds=allowed)
+    except OptimizerError as exc:
+        log.warning("Re-planning %s/%s after failover failed (%s); keeping the plan", dag_id, run_id, exc)
+        return record.plan
+    return store.replace_plan(dag_id, run_id, plan.to_json_dict(), expected_version=record.version).plan
