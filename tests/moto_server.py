@@ -12,6 +12,8 @@ stock moto WSGI app wrapped by `FaultMiddleware`, plus two patches of moto's EC2
 Control endpoints on the same port:
     POST /_fault/rules (JSON rule or list), GET /_fault/rules, DELETE /_fault/rules
     GET /_fault/stats (EC2 actions counted since the last DELETE /_fault/stats)
+    POST /_fault/preempt {"region", "instance_ids", "code"?, "message"?}: the cloud reclaims instances
+        (terminated with StateReason ``Server.SpotInstanceTermination``, as a spot interruption)
 
 Rule keys, all optional (strings are fnmatch globs): ``action`` (default ``RunInstances``), ``region``,
 ``az``, ``instance_type``, ``market`` (``spot`` | ``on-demand``), ``times`` (fire N times then expire),
@@ -105,6 +107,12 @@ class FaultMiddleware:
 
     def _control(self, environ: dict, start_response: Any, path: str) -> list[bytes]:
         method = environ["REQUEST_METHOD"]
+        if path == "/_fault/preempt":
+            n = int(environ.get("CONTENT_LENGTH") or 0)
+            out = json.dumps(preempt(json.loads(environ["wsgi.input"].read(n) or b"{}"))).encode()
+            headers = [("Content-Type", "application/json"), ("Content-Length", str(len(out)))]
+            start_response("200 OK", headers)
+            return [out]
         with LOCK:
             if path == "/_fault/rules":
                 if method == "POST":
@@ -123,7 +131,7 @@ class FaultMiddleware:
 
     def __call__(self, environ: dict, start_response: Any) -> Any:
         path = environ.get("PATH_INFO", "").rstrip("/")
-        if path in ("/_fault/rules", "/_fault/stats"):
+        if path in ("/_fault/rules", "/_fault/stats", "/_fault/preempt"):
             return self._control(environ, start_response, path)
         n = int(environ.get("CONTENT_LENGTH") or 0)
         raw = environ["wsgi.input"].read(n) if n else b""
@@ -152,6 +160,24 @@ class FaultMiddleware:
             f"Zone you requested ({az}). Our system will be working on provisioning additional capacity.",
         )
         return _error_response(start_response, code, message, int(rule.get("status", DEFAULT_STATUS.get(code, 400))))
+
+
+def preempt(body: dict[str, Any]) -> list[str]:
+    """Terminate instances as the cloud would (spot interruption state reason); the ids done."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.instances import StateReason
+
+    backend = ec2_backends[DEFAULT_ACCOUNT_ID][body["region"]]
+    code = body.get("code", "Server.SpotInstanceTermination")
+    message = body.get("message", "Spot instance termination")
+    done = []
+    for instance_id in body["instance_ids"]:
+        instance = backend.get_instance(instance_id)
+        instance.terminate()
+        instance.state_reason = StateReason(f"{code}: {message}", code)
+        done.append(instance_id)
+    return done
 
 
 def install_backend_patches() -> None:
@@ -284,6 +310,11 @@ class MotoEc2:
 
     def reset_stats(self) -> None:
         self._http("DELETE", "/_fault/stats")
+
+    def preempt(self, region: str, instance_ids: list[str], **reason: str) -> list[str]:
+        """Reclaim instances like a spot interruption (terminated, ``Server.SpotInstanceTermination``)."""
+        body = {"region": region, "instance_ids": instance_ids, **reason}
+        return self._http("POST", "/_fault/preempt", body)
 
     # boto3 helpers
     def client(self, region: str = "us-east-1") -> Any:

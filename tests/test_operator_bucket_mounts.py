@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import boto3
@@ -52,14 +54,23 @@ def test_bucket_mount_is_copied_onto_every_node(s3_bucket: str, sky_env, tmp_pat
     assert log.count("alpha") == 2 and log.count("beta") == 2  # head and worker both have the files
 
 
-def test_mount_mode_and_missing_prefix_fail_clearly(s3_bucket: str, sky_env) -> None:  # noqa: F811
+def test_mount_mode_and_missing_prefix_fail_clearly(
+    s3_bucket: str,
+    sky_env,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without rclone on the node MOUNT falls back to COPY; SKY_MOUNT_FALLBACK=error makes it fail instead
+    # (tests/test_bucket_mount_mode.py covers mounting and the fallback).
+    monkeypatch.setenv("SKY_MOUNT_FALLBACK", "error")
+    no_rclone = [p for p in os.environ["PATH"].split(os.pathsep) if not shutil.which("rclone", path=p)]
+    monkeypatch.setenv("PATH", os.pathsep.join(no_rclone))
     mount = SkyTaskOperator(
         task_id="m",
         run="true",
         file_mounts={"/data": {"source": f"s3://{s3_bucket}/data", "mode": "MOUNT"}},
         storage_conn_ids={"s3": "s3_mounts"},
     )
-    with pytest.raises(Exception, match=r"file_mounts./data: mode MOUNT needs a FUSE"):
+    with pytest.raises(Exception, match=r"file_mounts./data: mode MOUNT of .* cannot be mounted"):
         mount.execute(_context("m", TaskStateStore()))
     empty = SkyTaskOperator(
         task_id="e", run="true", file_mounts={"/d": f"s3://{s3_bucket}/nothing-here"}, storage_conn_ids={"s3": "s3_mounts"}

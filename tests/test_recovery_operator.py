@@ -81,8 +81,12 @@ def test_deferrable_execute_complete_recovers_and_defers_again(
     name = "managed-deferred-1"
     store = TaskStateStore()
     op = _op(tmp_path, "managed", steps=5, cluster_name=name, deferrable=True)
-    with pytest.raises(TaskDeferred):
+    with pytest.raises(TaskDeferred) as launch:  # deferrable: the launch runs in a trigger
         op.execute(_context("managed", store))
+    from tests.deferral import resume
+
+    with pytest.raises(TaskDeferred):  # then the job is submitted and its wait deferred
+        resume(op, _context("managed", store), launch.value)
     job_id = store.get(STATE_KEY)["job_id"]
     preempt(sky_env, name)
     assert sky_env.job_status(name, job_id) is JobStatus.LOST

@@ -174,8 +174,11 @@ def test_staging_buckets_on_each_cloud() -> None:
 
     name = staging_bucket_name("azure", "eastus", "devstoreaccount1")
     store = store_for_uri(az.uri(name), **az.options())
+    if store.bucket_exists():  # the name is deterministic: another test may have made it first
+        store.container.delete_container()
     setup = ensure_staging_bucket(store, "eastus")
-    assert store.bucket_exists() and setup.lifecycle == AZURE_LIFECYCLE_NOTE
+    assert setup.created and store.bucket_exists() and setup.lifecycle == AZURE_LIFECYCLE_NOTE
+    assert not ensure_staging_bucket(store, "eastus").created  # reused across runs
 
 
 def test_staging_module_does_not_import_airflow() -> None:

@@ -96,11 +96,32 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     except (SpecError, ValueError, FileNotFoundError) as err:
         console.print(f"[red]cannot plan[/red] {args.file}: {err}")
         return 2
+    if not args.no_share:
+        plan = _with_cluster_groups(plan, args.file, args.catalog)
     if args.json:
         print(json.dumps(plan.to_json_dict(), indent=2))
     else:
         console.print(plan.render_table())
     return 0
+
+
+def _with_cluster_groups(plan: object, path: str, catalog_dir: str | None) -> object:
+    """The plan with its cluster groups (consecutive tasks sharing a cluster; default cold start)."""
+    from pathlib import Path
+
+    from airflow_provider_sky.catalog import load_catalog
+    from airflow_provider_sky.optimizer.dag_yaml import load_dag
+    from airflow_provider_sky.provision.cluster_groups import decide_groups
+
+    dag = load_dag(path)
+    tasks = {t.name: t for t in dag.tasks if t.name}
+    edges = list(dag.edges) + [(up, t.name) for t in dag.tasks if t.name for up in t.depends_on]
+    data = plan.to_json_dict()  # type: ignore[attr-defined]
+    grouping = decide_groups(
+        tasks, edges, data["tasks"], dag_id=dag.name or Path(path).stem, run_id="plan",
+        egress=data["egress"], catalog=load_catalog(catalog_dir),
+    )  # fmt: skip
+    return grouping.apply(plan)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--catalog", help="SkyPilot v8 catalog directory (default: bundled catalog)")
     plan.add_argument("--minimize", choices=("cost", "time"), default=None)
     plan.add_argument("--json", action="store_true", help="machine-readable output")
+    plan.add_argument(
+        "--no-share", action="store_true", help="do not group consecutive tasks onto shared clusters"
+    )
     plan.set_defaults(func=cmd_plan)
     add_gc_parser(sub)
     add_pools_parser(sub)

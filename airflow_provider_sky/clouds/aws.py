@@ -7,6 +7,13 @@ from (cluster, region, zone, instance type, market, nodes, attempt): a retry of 
 the same instances back instead of a second set. A launch asks for all nodes at once
 (MinCount = MaxCount = nodes); nodes that die while booting (``Server.InsufficientInstanceCapacity``)
 make it a partial launch, which is terminated before `CapacityError` is raised.
+
+Nodes are reached over SSH at their public IP (``use_private_ips`` for the private one), as
+``ssh_user`` on ``ssh_port``, optionally through a bastion (``ssh_jump_host``) or a ProxyCommand
+(``ssh_proxy_command``); `settings_options` reads these from the sky connection's ``aws_*``
+extras. Instances shut down from inside (the autostop agent's ``shutdown -h``) stop, or terminate
+when autostop says ``down`` and for spot (``InstanceInitiatedShutdownBehavior``). `list_managed`
+lists every cluster tagged as ours in all enabled regions, for the orphan reaper.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import math
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +57,12 @@ DEFAULT_REGIONS = (
     "sa-east-1",
 )  # fmt: skip
 RunnerFactory = Callable[[str, ClusterHandle, int], "CommandRunner"]
+#: Sky connection extras (``aws_<name>``) that configure `AwsCloud` (see `AwsCloud.settings_options`).
+SETTINGS_OPTIONS = (
+    "ssh_user", "ssh_port", "ssh_jump_host", "ssh_proxy_command", "use_private_ips",
+    "security_group_name", "ssh_cidrs", "ports_cidrs",
+)  # fmt: skip
+_TRUE = ("1", "true", "yes", "on")
 
 
 class AwsCloud(SshVmCloud):
@@ -75,6 +90,11 @@ class AwsCloud(SshVmCloud):
         api_max_attempts: int = 3,
         use_private_ips: bool = False,
         runner_factory: RunnerFactory | None = None,
+        ssh_port: int = 22,
+        ssh_jump_host: str | None = None,
+        ssh_proxy_command: str | None = None,
+        list_all_regions: bool = True,
+        ports_cidrs: Sequence[str] = ("0.0.0.0/0",),
     ) -> None:
         self._session_kwargs = dict(session_kwargs or {})
         self._session = session
@@ -93,6 +113,14 @@ class AwsCloud(SshVmCloud):
         self.api_max_attempts = api_max_attempts
         self.use_private_ips = use_private_ips
         self.runner_factory = runner_factory
+        self.configure_ssh(
+            ssh_user=ssh_user,
+            ssh_port=ssh_port,
+            ssh_jump_host=ssh_jump_host,
+            ssh_proxy_command=ssh_proxy_command,
+        )
+        self.list_all_regions = list_all_regions
+        self.ports_cidrs = tuple(ports_cidrs)
         self._lock = threading.RLock()
         self._clients: dict[tuple[str, bool], Any] = {}
         self._zones: dict[str, list[str]] = {}
@@ -102,6 +130,32 @@ class AwsCloud(SshVmCloud):
 
     def __repr__(self) -> str:
         return f"AwsCloud(endpoint_url={self.endpoint_url!r}, regions={list(self._regions)!r})"
+
+    @staticmethod
+    def settings_options(extra: Mapping[str, Any]) -> dict[str, Any]:
+        """Constructor options from sky connection extras ``aws_ssh_user``, ``aws_ssh_port``,
+        ``aws_ssh_jump_host``, ``aws_ssh_proxy_command``, ``aws_use_private_ips``,
+        ``aws_security_group_name``, ``aws_ssh_cidrs`` / ``aws_ports_cidrs`` (comma-separated); unset
+        ones are left out."""
+        out: dict[str, Any] = {}
+        for name in SETTINGS_OPTIONS:
+            raw = extra.get(f"aws_{name}")
+            if raw in (None, ""):
+                continue
+            value = str(raw).strip()
+            if name == "use_private_ips":
+                out[name] = value.lower() in _TRUE
+            elif name in ("ssh_cidrs", "ports_cidrs"):
+                out[name] = tuple(c.strip() for c in value.split(",") if c.strip())
+            elif name == "ssh_port":
+                if not value.isdigit() or not 0 < int(value) < 65536:
+                    raise ConfigError(
+                        f"aws_ssh_port: {raw!r} is not a TCP port", cloud=AWS, fix="use 1-65535 (default 22)"
+                    )
+                out[name] = int(value)
+            else:
+                out[name] = value
+        return out
 
     # ---- clients ----------------------------------------------------------------------------
     def _client(self, region: str, *, launch: bool = False) -> Any:
@@ -176,13 +230,60 @@ class AwsCloud(SshVmCloud):
             _, public = res.ensure_local_key(self.key_dir)
             key_name = res.ensure_key_pair(ec2, res.key_pair_name(public), public)
             vpc_id = res.default_vpc_id(ec2, region)
-            group = res.ensure_security_group(ec2, self.security_group_name, vpc_id, self.ssh_cidrs)
+            group = res.ensure_security_group(
+                ec2, self.security_group_name, vpc_id, self.ssh_cidrs, port=self.ssh_port
+            )
             return key_name, group
 
         prepared = self._call(create, region=region)
         with self._lock:
             self._prepared[region] = prepared
         return prepared
+
+    def ports_group_name(self, cluster_name: str) -> str:
+        return f"{self.security_group_name}-ports-{cluster_name}"[:255]
+
+    def _ports_groups(self, region: str, cluster_name: str, resources: Resources | None) -> list[str]:
+        """[id of the cluster's own group opening `resources.ports` (TCP, from `ports_cidrs`)], or []."""
+        ports = tuple(getattr(resources, "ports", None) or ())
+        if not ports:
+            return []
+        ec2 = self._client(region)
+        name = self.ports_group_name(cluster_name)
+
+        def ensure() -> str:
+            vpc_id = res.default_vpc_id(ec2, region)
+            filters = [{"Name": "group-name", "Values": [name]}, {"Name": "vpc-id", "Values": [vpc_id]}]
+            found = ec2.describe_security_groups(Filters=filters)["SecurityGroups"]
+            if found:
+                group_id = found[0]["GroupId"]
+            else:
+                group_id = ec2.create_security_group(
+                    GroupName=name,
+                    Description=f"airflow-provider-sky: resources.ports of {cluster_name}",
+                    VpcId=vpc_id,
+                    TagSpecifications=[
+                        {
+                            "ResourceType": "security-group",
+                            "Tags": res.managed_tags({CLUSTER_TAG: cluster_name}),
+                        }
+                    ],
+                )["GroupId"]
+            res.ensure_ingress(ec2, group_id, res.port_ranges(ports), self.ports_cidrs, "sky ports")
+            return group_id
+
+        return [self._call(ensure, region=region)]
+
+    def _delete_ports_group(self, region: str, cluster_name: str) -> None:
+        """Best effort: delete the cluster's ports group (after its instances are terminated)."""
+        ec2 = self._client(region)
+        name = self.ports_group_name(cluster_name)
+        try:
+            found = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [name]}])
+            for group in found["SecurityGroups"]:
+                ec2.delete_security_group(GroupId=group["GroupId"])
+        except Exception as exc:  # e.g. DependencyViolation while network interfaces detach
+            log.warning("aws: could not delete security group %s in %s: %s", name, region, exc)
 
     def _image(self, region: str, instance_type: str, resources: Resources | None) -> tuple[str, str | None]:
         """(image id, root device name): resources.image_id, else the newest match of the name pattern,
@@ -269,6 +370,7 @@ class AwsCloud(SshVmCloud):
                 "use_spot": head.get("InstanceLifecycle") == "spot",
                 "key_name": head.get("KeyName"),
                 "ssh_user": self.ssh_user,
+                "ssh_port": self.ssh_port,
                 "key_path": str(self.key_path()),
                 "image_id": head.get("ImageId"),
             },
@@ -289,6 +391,93 @@ class AwsCloud(SshVmCloud):
             return None
         states = set(handle.extra["states"])
         return "UP" if states == {"running"} else "STOPPED" if states == {"stopped"} else "INIT"
+
+    def list_managed(self) -> list[dict[str, Any]]:
+        """Every cluster tagged ``sky-managed-by`` (pending to stopped), in all enabled regions.
+
+        For the orphan reaper; items are mappings of `reaper.ManagedCluster` fields (plus region).
+        Regions are listed in parallel; a region that cannot be listed fails the whole listing (a
+        partial list must not look complete).
+        """
+        regions = self._listing_regions()
+        with ThreadPoolExecutor(max_workers=min(8, len(regions))) as pool:
+            found = list(pool.map(self._managed_in, regions))
+        return [item for items in found for item in items]
+
+    def _managed_in(self, region: str) -> list[dict[str, Any]]:
+        ec2 = self._client(region)
+        filters = [
+            {"Name": f"tag:{res.MANAGED_BY_KEY}", "Values": [res.MANAGED_BY]},
+            {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
+        ]
+
+        def describe() -> list[dict]:
+            pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
+            return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+
+        groups: dict[str, list[dict]] = {}
+        for inst in self._call(describe, region=region):
+            name = tag_value(inst, CLUSTER_TAG)
+            if name:
+                groups.setdefault(name, []).append(inst)
+        out = []
+        for name, instances in sorted(groups.items()):
+            instances.sort(key=rank_key)
+            handle = self._handle(name, region, instances)
+            states = set(handle.extra["states"])
+            launched = [i["LaunchTime"] for i in instances if isinstance(i.get("LaunchTime"), datetime)]
+            tags = {t["Key"]: t["Value"] for t in instances[0].get("Tags") or ()}
+            out.append(
+                {
+                    "name": name,
+                    "cloud": AWS,
+                    "region": region,
+                    "labels": {k: v for k, v in tags.items() if k not in (RANK_TAG, "Name")},
+                    "status": "UP"
+                    if states == {"running"}
+                    else "STOPPED"
+                    if states == {"stopped"}
+                    else "INIT",
+                    "created_at": min(launched).astimezone(UTC) if launched else None,
+                    "handle": handle,
+                }
+            )
+        return out
+
+    def _listing_regions(self) -> list[str]:
+        """The configured regions, plus every region enabled for the account (`list_all_regions`)."""
+        regions = list(self._regions)
+        if not self.list_all_regions:
+            return regions
+        ec2 = self._client(self.default_region)
+        try:
+            found = ec2.describe_regions(
+                Filters=[{"Name": "opt-in-status", "Values": ["opt-in-not-required", "opted-in"]}]
+            )["Regions"]
+        except Exception as exc:  # e.g. no ec2:DescribeRegions permission: the configured ones only
+            log.warning("aws: cannot list enabled regions (%s); listing %s", error_code(exc) or exc, regions)
+            return regions
+        return regions + sorted({r["RegionName"] for r in found} - set(regions))
+
+    def termination_reason(self, handle: ClusterHandle) -> str | None:
+        """Why nodes of `handle` are gone (EC2 state reason of terminated or stopped nodes), or None."""
+        if not handle.node_ids or not handle.region:
+            return None
+        try:
+            instances = self._describe_ids(handle.region, handle.node_ids)
+        except ProvisionError:
+            return None
+        reasons = []
+        for inst in instances:
+            state = inst["State"]["Name"]
+            if state in ("running", "pending"):
+                continue
+            reason = inst.get("StateReason") or {}
+            code = reason.get("Code") or "unknown"
+            message = reason.get("Message") or ""
+            text = message if message.startswith(code) else f"{code}: {message}" if message else code
+            reasons.append(f"{inst['InstanceId']} {state} ({text})")
+        return "; ".join(reasons) or None
 
     # ---- waiting ----------------------------------------------------------------------------
     def _wait(self, region: str, waiter: str, ids: Sequence[str], timeout: float | None = None) -> None:
@@ -368,7 +557,7 @@ class AwsCloud(SshVmCloud):
             "MinCount": num_nodes,
             "MaxCount": num_nodes,
             "KeyName": key_name,
-            "SecurityGroupIds": [group_id],
+            "SecurityGroupIds": [group_id, *self._ports_groups(region, cluster_name, resources)],
             "ClientToken": client_token(
                 cluster_name,
                 region,
@@ -394,6 +583,7 @@ class AwsCloud(SshVmCloud):
                 }
             ],
         }
+        params["InstanceInitiatedShutdownBehavior"] = shutdown_behavior(resources, use_spot)
         if zone:
             params["Placement"] = {"AvailabilityZone": zone}
         if use_spot:
@@ -510,6 +700,8 @@ class AwsCloud(SshVmCloud):
             if handle.region == region:
                 ids.update(handle.node_ids)
             self._terminate_ids(region, sorted(ids))
+            if ids:
+                self._delete_ports_group(region, handle.cluster_name)
 
     def stop(self, handle: ClusterHandle) -> None:
         if handle.extra.get("use_spot"):
@@ -542,6 +734,30 @@ class AwsCloud(SshVmCloud):
         self._call(lambda: self._wait(region, "instance_running", ids), **where)
         return self._handle(handle.cluster_name, region, self._describe_ids(region, ids))
 
+    def prepare_autostop(self, handle: ClusterHandle, down: bool) -> str:
+        """Make a ``shutdown -h`` on the nodes stop them, or terminate them when `down` (spot:
+        always terminate, EC2 cannot stop one-time spot instances). Returns the behaviour set."""
+        behavior = "terminate" if down or handle.extra.get("use_spot") else "stop"
+        if handle.extra.get("use_spot") and not down:
+            log.warning("aws: %s is spot: autostop will terminate it (spot cannot stop)", handle.cluster_name)
+        region = handle.region or self.default_region
+        ec2 = self._client(region)
+        ids = [i["InstanceId"] for i in self._instances(region, handle.cluster_name)] or list(handle.node_ids)
+        for instance_id in ids:
+            self._call(
+                lambda i=instance_id: ec2.modify_instance_attribute(
+                    InstanceId=i, Attribute="instanceInitiatedShutdownBehavior", Value=behavior
+                ),
+                region=region,
+            )
+        return behavior
+
     # ---- execution --------------------------------------------------------------------------
     def classify_error(self, exc: BaseException) -> ProvisionError:
         return classify_aws_error(exc)
+
+
+def shutdown_behavior(resources: Resources | None, use_spot: bool) -> str:
+    """``InstanceInitiatedShutdownBehavior`` at launch: terminate for spot or autostop ``down``, else stop."""
+    autostop = getattr(resources, "autostop", None)
+    return "terminate" if use_spot or (autostop is not None and autostop.down) else "stop"

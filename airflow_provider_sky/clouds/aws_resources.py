@@ -102,11 +102,16 @@ def default_vpc_id(client: Any, region: str) -> str:
     return vpcs[0]["VpcId"]
 
 
-def ensure_security_group(client: Any, name: str, vpc_id: str, ssh_cidrs: tuple[str, ...]) -> str:
-    """The id of security group `name` in `vpc_id` allowing only TCP 22 from `ssh_cidrs`; created once."""
+def ensure_security_group(
+    client: Any, name: str, vpc_id: str, ssh_cidrs: tuple[str, ...], port: int = 22
+) -> str:
+    """The id of security group `name` in `vpc_id` allowing TCP `port` (SSH) from `ssh_cidrs`; created
+    once. An existing group gets the rule for `port` added when it lacks it."""
     filters = [{"Name": "group-name", "Values": [name]}, {"Name": "vpc-id", "Values": [vpc_id]}]
     groups = client.describe_security_groups(Filters=filters)["SecurityGroups"]
     if groups:
+        if not _allows(groups[0], port, ssh_cidrs):
+            ensure_ingress(client, groups[0]["GroupId"], [(port, port)], ssh_cidrs, "sky ssh")
         return groups[0]["GroupId"]
     try:
         group_id = client.create_security_group(
@@ -119,18 +124,49 @@ def ensure_security_group(client: Any, name: str, vpc_id: str, ssh_cidrs: tuple[
         if error_code(exc) != "InvalidGroup.Duplicate":
             raise
         return client.describe_security_groups(Filters=filters)["SecurityGroups"][0]["GroupId"]
-    client.authorize_security_group_ingress(
-        GroupId=group_id,
-        IpPermissions=[
-            {
-                "IpProtocol": "tcp",
-                "FromPort": 22,
-                "ToPort": 22,
-                "IpRanges": [{"CidrIp": cidr, "Description": "sky ssh"} for cidr in ssh_cidrs],
-            }
-        ],
-    )
+    ensure_ingress(client, group_id, [(port, port)], ssh_cidrs, "sky ssh")
     return group_id
+
+
+def _allows(group: dict[str, Any], port: int, cidrs: tuple[str, ...]) -> bool:
+    for perm in group.get("IpPermissions") or ():
+        covers = perm.get("IpProtocol") == "-1" or (
+            perm.get("IpProtocol") == "tcp" and perm.get("FromPort", 0) <= port <= perm.get("ToPort", 65535)
+        )
+        if covers and set(cidrs) <= {r.get("CidrIp") for r in perm.get("IpRanges") or ()}:
+            return True
+    return False
+
+
+def ensure_ingress(
+    client: Any, group_id: str, ranges: list[tuple[int, int]], cidrs: tuple[str, ...], description: str
+) -> None:
+    """Allow TCP `ranges` (inclusive (from, to) pairs) from `cidrs`; rules that exist are skipped."""
+    for low, high in ranges:
+        try:
+            client.authorize_security_group_ingress(
+                GroupId=group_id,
+                IpPermissions=[
+                    {
+                        "IpProtocol": "tcp",
+                        "FromPort": low,
+                        "ToPort": high,
+                        "IpRanges": [{"CidrIp": cidr, "Description": description} for cidr in cidrs],
+                    }
+                ],
+            )
+        except Exception as exc:
+            if error_code(exc) != "InvalidPermission.Duplicate":
+                raise
+
+
+def port_ranges(ports: tuple[str, ...] | list[str]) -> list[tuple[int, int]]:
+    """``('8080', '10000-10010')`` (as `spec.ports` normalizes them) -> ``[(8080, 8080), (10000, 10010)]``."""
+    out = []
+    for spec in ports:
+        low, _, high = str(spec).partition("-")
+        out.append((int(low), int(high or low)))
+    return out
 
 
 def architecture_of(instance_type: str) -> str:

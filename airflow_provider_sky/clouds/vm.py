@@ -1,5 +1,6 @@
 """What the VM clouds (AWS, GCP, Azure) share: the SSH key pair they launch with, the known_hosts
-file they record node host keys in, and SSH runners to the nodes."""
+file they record node host keys in, and SSH runners to the nodes (directly, or through a bastion:
+``ssh_jump_host`` or ``ssh_proxy_command``, for nodes in private subnets)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,59 @@ class SshVmCloud(Cloud):
     key_dir: Path
     ssh_user: str
     runner_factory: Any = None
+    #: Port of the nodes' sshd, and how to reach them when they have no reachable address:
+    #: a bastion (``[user@]host[:port]``, same key) or an OpenSSH-style ProxyCommand (%h %p %r).
+    ssh_port: int = 22
+    ssh_jump_host: str | None = None
+    ssh_proxy_command: str | None = None
+
+    def configure_ssh(
+        self,
+        *,
+        ssh_user: str | None = None,
+        ssh_port: int | str | None = None,
+        ssh_jump_host: str | None = None,
+        ssh_proxy_command: str | None = None,
+    ) -> None:
+        """Validate and set how the nodes are reached (errors name the setting and the fix)."""
+        if ssh_user is not None:
+            if not ssh_user.strip() or any(c.isspace() for c in ssh_user):
+                raise ConfigError(
+                    f"{self.name}_ssh_user: {ssh_user!r} is not a user name",
+                    cloud=self.name,
+                    fix="set the login user of the image, e.g. 'ubuntu'",
+                )
+            self.ssh_user = ssh_user.strip()
+        if ssh_port is not None:
+            port = int(ssh_port) if str(ssh_port).strip().isdigit() else -1
+            if not 0 < port < 65536:
+                raise ConfigError(
+                    f"{self.name}_ssh_port: {ssh_port!r} is not a TCP port",
+                    cloud=self.name,
+                    fix="use a number from 1 to 65535 (default 22)",
+                )
+            self.ssh_port = port
+        if ssh_jump_host and ssh_proxy_command:
+            raise ConfigError(
+                f"{self.name}_ssh_jump_host and {self.name}_ssh_proxy_command are both set",
+                cloud=self.name,
+                fix="keep one: the bastion as [user@]host[:port], or a full proxy command",
+            )
+        from airflow_provider_sky.execution.ssh_connection import expand_proxy_command, parse_jump
+
+        try:
+            if ssh_jump_host:
+                parse_jump(ssh_jump_host, self.ssh_user)
+            if ssh_proxy_command:
+                expand_proxy_command(ssh_proxy_command, "host", 22, "user")
+        except ValueError as exc:
+            raise ConfigError(
+                f"{self.name}_{exc}",
+                cloud=self.name,
+                fix="see 'Private subnets and bastions' in docs/clouds.md",
+            ) from exc
+        self.ssh_jump_host = ssh_jump_host or None
+        self.ssh_proxy_command = ssh_proxy_command or None
 
     def key_path(self) -> Path:
         return self.key_dir / "sky-key"
@@ -49,11 +103,13 @@ class SshVmCloud(Cloud):
             runner_cls(
                 ip,
                 user,
-                port=22,
+                port=int(handle.extra.get("ssh_port") or self.ssh_port),
                 key_file=key,
                 known_hosts=str(self.known_hosts_path()),
                 strict_host_key_checking="accept-new",  # first-seen key recorded, a changed one refused
                 node_ip=private[rank] if rank < len(private) else ip,
+                proxy_command=self.ssh_proxy_command,
+                jump_host=self.ssh_jump_host,
             )
             for rank, ip in enumerate(handle.node_ips)
         ]

@@ -37,6 +37,7 @@ from airflow_provider_sky.execution.ssh_connection import (
     ConnectionPool,
     SshConnection,
     SshTarget,
+    parse_jump,
 )
 from airflow_provider_sky.execution.ssh_keys import (
     HostKeyMode,
@@ -118,6 +119,11 @@ class SshRunner:
     directory (created on first use); default: the login directory. `env` is added to every
     command and job on this node (e.g. ``CUDA_VISIBLE_DEVICES`` of a GPU slot). `known_hosts`
     is a `KnownHosts`, a file path, or None (``~/.ssh/known_hosts``).
+
+    Nodes without a reachable address (a private subnet) are reached through a bastion:
+    `jump_host` (``[user@]host[:port]`` or an `SshTarget`; same key and host-key policy) or
+    `proxy_command` (OpenSSH ``ProxyCommand`` syntax with ``%h``, ``%p``, ``%r``); see
+    `ssh_connection`.
     """
 
     def __init__(
@@ -137,8 +143,13 @@ class SshRunner:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         keepalive: int = DEFAULT_KEEPALIVE,
         pool: ConnectionPool | None = None,
+        proxy_command: str | None = None,
+        jump_host: str | SshTarget | None = None,
     ) -> None:
-        self.target = SshTarget(host, int(port), user)
+        if proxy_command and jump_host:
+            raise ValueError("set either proxy_command or jump_host, not both")
+        jump = parse_jump(jump_host, user) if isinstance(jump_host, str) and jump_host else jump_host or None
+        self.target = SshTarget(host, int(port), user, proxy_command or None, jump)
         self._key_text = private_key
         self._key_file = os.fspath(key_file) if key_file is not None else None
         self._pkey: paramiko.PKey | None = None
@@ -238,11 +249,12 @@ class SshRunner:
         return p if p.startswith("/") else posixpath.join(self.home, p)
 
     def node_spec(self) -> dict[str, Any]:
+        """How the head node reaches this node (behind a bastion: by its node IP, directly)."""
         return {
             "kind": "ssh",
             "ip": self.node_ip,
             "home": self.home,
-            "host": self.host,
+            "host": self.node_ip if self.target.indirect else self.host,
             "port": self.port,
             "user": self.user,
             "python": self.python,

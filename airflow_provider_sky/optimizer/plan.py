@@ -20,9 +20,16 @@ class TaskPlacement:
     use_spot: bool
     hourly_price: float
     cost: float
+    #: Shared cluster (see ``provision.cluster_groups``): its name, and whether this task launches
+    #: it (``group_first``) / tears it down (``group_last``); ``shares_with`` is the upstream task
+    #: whose cluster this one takes over. None / False: the task has a cluster of its own.
+    cluster_group: str | None = None
+    group_first: bool = False
+    group_last: bool = False
+    shares_with: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "cloud": self.cloud,
             "region": self.region,
             "zone": self.zone,
@@ -32,6 +39,14 @@ class TaskPlacement:
             "hourly_price": self.hourly_price,
             "cost": self.cost,
         }
+        if self.cluster_group:
+            d.update(
+                cluster_group=self.cluster_group,
+                group_first=self.group_first,
+                group_last=self.group_last,
+                shares_with=self.shares_with,
+            )
+        return d
 
     @classmethod
     def from_json_dict(cls, d: dict[str, Any]) -> TaskPlacement:
@@ -44,7 +59,19 @@ class TaskPlacement:
             use_spot=bool(d.get("use_spot", False)),
             hourly_price=float(d["hourly_price"]),
             cost=float(d["cost"]),
+            cluster_group=d.get("cluster_group"),
+            group_first=bool(d.get("group_first", False)),
+            group_last=bool(d.get("group_last", False)),
+            shares_with=d.get("shares_with"),
         )
+
+    @property
+    def cluster_text(self) -> str:
+        """The shared cluster for a table cell: ``name (first)`` / ``(last)``, "-" when none."""
+        if not self.cluster_group:
+            return "-"
+        role = "first" if self.group_first else "last" if self.group_last else "middle"
+        return f"{self.cluster_group} ({role})"
 
     @property
     def where(self) -> str:
@@ -103,6 +130,15 @@ class Plan:
     catalog: str | None = None
 
     @property
+    def cluster_groups(self) -> dict[str, list[str]]:
+        """Shared clusters: name -> member tasks in run order (empty when every task has its own)."""
+        groups: dict[str, list[str]] = {}
+        for name, p in self.tasks.items():
+            if p.cluster_group:
+                groups.setdefault(p.cluster_group, []).append(name)
+        return groups
+
+    @property
     def compute_cost(self) -> float:
         return sum(t.cost for t in self.tasks.values())
 
@@ -111,13 +147,17 @@ class Plan:
         return sum(f.cost for f in self.egress)
 
     def to_json_dict(self) -> dict[str, Any]:
-        """``{"total_cost", "total_hours", "tasks": {name: {...}}, "egress": [...]}``."""
-        return {
+        """``{"total_cost", "total_hours", "tasks": {name: {...}}, "egress": [...]}``, plus
+        ``"cluster_groups": {cluster: [tasks]}`` when some consecutive tasks share a cluster."""
+        d: dict[str, Any] = {
             "total_cost": float(self.total_cost),
             "total_hours": float(self.total_hours),
             "tasks": {name: p.to_json_dict() for name, p in self.tasks.items()},
             "egress": [f.to_json_dict() for f in self.egress],
         }
+        if self.cluster_groups:
+            d["cluster_groups"] = self.cluster_groups
+        return d
 
     @classmethod
     def from_json_dict(cls, d: dict[str, Any]) -> Plan:
@@ -153,8 +193,10 @@ class Plan:
     def render_table(self) -> Table:
         """A rich table: one row per task, then one per data transfer, with totals in the caption."""
         table = Table(title="Sky placement plan", caption=self.summary(), show_lines=False)
-        for col, just in (("task", "left"), ("where", "left"), ("instance", "left"), ("accelerators", "left"),
-                          ("spot", "center"), ("$/h", "right"), ("cost", "right"), ("alternatives", "right")):  # fmt: skip
+        shared = bool(self.cluster_groups)  # the "cluster" column only when some tasks share one
+        columns = [("task", "left"), ("where", "left"), ("instance", "left"), ("accelerators", "left"),
+                   ("spot", "center"), ("$/h", "right"), ("cost", "right"), ("alternatives", "right")]  # fmt: skip
+        for col, just in columns + ([("cluster", "left")] if shared else []):
             table.add_column(col, justify=just)  # type: ignore[arg-type]
         for name, p in self.tasks.items():
             acc = ", ".join(f"{k}:{v:g}" for k, v in (p.accelerators or {}).items()) or "-"
@@ -162,10 +204,11 @@ class Plan:
             alt = f"{len(alts)} (next ${alts[1].cost:,.2f})" if len(alts) > 1 else str(len(alts) or "-")
             table.add_row(
                 name, p.where, p.instance_type, acc, "yes" if p.use_spot else "",
-                f"{p.hourly_price:.4g}", f"${p.cost:,.2f}", alt,
+                f"{p.hourly_price:.4g}", f"${p.cost:,.2f}", alt, *([p.cluster_text] if shared else []),
             )  # fmt: skip
         for f in self.egress:
             src = "/".join(x for x in (f.src_cloud, f.src_region) if x)
             dst = "/".join(x for x in (f.dst_cloud, f.dst_region) if x)
-            table.add_row(f"{f.src} -> {f.dst}", f"{src} -> {dst}", f"{f.gb:g} GB egress", "", "", "", f"${f.cost:,.2f}", "")
+            row = [f"{f.src} -> {f.dst}", f"{src} -> {dst}", f"{f.gb:g} GB egress", "", "", "", f"${f.cost:,.2f}", ""]
+            table.add_row(*row, *([""] if shared else []))
         return table

@@ -22,7 +22,14 @@ from airflow_provider_sky.execution import jobs
 from airflow_provider_sky.execution.logs import LogTailer
 from airflow_provider_sky.provision.autostop import AutostopConfig, ensure_autostop, refresh_cluster_status
 from airflow_provider_sky.provision.failover import launch_with_failover
-from airflow_provider_sky.provision.file_mounts import StoreOptions, fetch_bucket_mounts
+from airflow_provider_sky.provision.file_mounts import (
+    StoreOptions,
+    copy_on_nodes,
+    fetch_bucket_mounts,
+    mount_bucket_mounts,
+    resolve_named_buckets,
+    unmount_nodes,
+)
 from airflow_provider_sky.provision.keepwarm import decide_keep_warm, measured_startup_seconds
 from airflow_provider_sky.provision.outputs import Destination, collect_outputs, output_env
 from airflow_provider_sky.provision.placement import Placement, ordered_source, placements_from_resources
@@ -160,6 +167,7 @@ class SkyCore:
                     regions=[r for r in settings.region_preferences if "-" in r] or None,
                     image_id=settings.extra.get("aws_image_id"),
                     **({"image_owners": owners} if owners else {}),
+                    **AwsCloud.settings_options(settings.extra),  # aws_ssh_user, aws_ssh_proxy_command ...
                 )
             elif name == "gcp":
                 from airflow_provider_sky.clouds.gcp import GcpCloud
@@ -382,9 +390,17 @@ class SkyCore:
         )  # fmt: skip
 
     def plan_for_run(
-        self, dag_id: str, run_id: str, tasks: Mapping[str, Task], edges: list[tuple[str, str]]
+        self,
+        dag_id: str,
+        run_id: str,
+        tasks: Mapping[str, Task],
+        edges: list[tuple[str, str]],
+        sharing: Any = None,
     ) -> dict[str, Any] | None:
-        """The DAG run's stored plan (computed once over all its sky tasks), or None."""
+        """The DAG run's stored plan (computed once over all its sky tasks), or None.
+
+        `sharing` (`cluster_groups.SharingRules`) also decides which consecutive tasks share a cluster.
+        """
         return plan_for_run(
             self.store,
             dag_id,
@@ -394,6 +410,7 @@ class SkyCore:
             clouds=self.clouds,
             minimize=self.settings.minimize,
             catalog_dir=self.settings.catalog_dir,
+            sharing=sharing,
         )
 
     def down(self, cluster_name: str) -> bool:
@@ -410,7 +427,10 @@ class SkyCore:
         for cloud in clouds:
             handle = cloud.find(cluster_name)
             if handle is not None:
-                self._archive_logs(cluster_name, cloud.runners(handle)[0])
+                runners = cloud.runners(handle)
+                if cloud.name in ("local", "ssh"):  # their node dirs get deleted: unmount buckets first
+                    unmount_nodes(runners)
+                self._archive_logs(cluster_name, runners[0])
                 cloud.terminate(handle)
                 found = True
         if record is not None:
@@ -481,20 +501,30 @@ class SkyCore:
     def _sync(
         self, task: Task, cluster: ClusterRecord, runners: list[Any], store_options: StoreOptions | None = None
     ) -> None:
-        """Copy workdir, local file mounts and bucket mounts (fetched once here, COPY mode) onto every node."""
+        """Copy workdir and local file mounts onto every node; mount buckets (MOUNT modes, where the
+        node has rclone + FUSE) or copy them (COPY: fetched by each node with rclone where
+        `copy_placement` says so, else, and as the fallback, fetched once here and pushed)."""
+
+        def node_path(dst: str) -> str:
+            if cluster.cloud == "local":  # never write outside the node's directory
+                return dst.lstrip("~").lstrip("/")
+            return dst
+
+        mounts = resolve_named_buckets(task.file_mounts, cluster.cloud, store_options)
+        mounted = mount_bucket_mounts(mounts, runners, node_path, store_options)
+        copied = copy_on_nodes(mounts, runners, node_path, store_options, cloud=cluster.cloud, skip=mounted)
+        done = [m | set(c) for m, c in zip(mounted, copied, strict=True)]
         cache = self.log_archive_dir().parent / "mounts" / cluster.name
-        fetched = fetch_bucket_mounts(task.file_mounts, cache, store_options)
-        for runner in runners:
+        everywhere = set.intersection(*done) if done else set()  # on every node already: no fetch here
+        fetched = fetch_bucket_mounts(mounts, cache, store_options, skip=everywhere)
+        for rank, runner in enumerate(runners):
             if task.workdir:
                 runner.put(task.workdir, WORKDIR_ON_NODE)
-            for dst, mount in task.file_mounts.items():
+            for dst, mount in mounts.items():
                 source = fetched.get(dst) or mount.source
-                if source is None:
+                if source is None or dst in done[rank]:
                     continue
-                target = dst
-                if cluster.cloud == "local":  # never write outside the node's directory
-                    target = dst.lstrip("~").lstrip("/")
-                runner.put(source, target)
+                runner.put(source, node_path(dst))
 
     def submit(
         self,
@@ -505,11 +535,14 @@ class SkyCore:
         *,
         task_id: str | None = None,
         on_job: Callable[[int, str], None] | None = None,
+        max_staging_cost_usd: float | None = None,
     ) -> int:
         """Sync files and start the task's job (setup first, once per cluster) detached; return its id.
 
         `task_id` is the job's SKYPILOT_TASK_ID (default: a new one); `on_job(job_id, task_id)` is
         called once the id exists and before the job starts (job recovery records it there).
+        Bucket inputs and mounts in another region than an aws/gcp/azure cluster are staged near it
+        first (`provision.input_staging`; ceiling: `max_staging_cost_usd`, else the task's config).
         """
         owner = owner or Owner()
         task.validate_for_run()
@@ -517,6 +550,15 @@ class SkyCore:
         if cluster is None or cluster.status is not ClusterStatus.UP:
             raise ConfigError(f"cluster {cluster_name} is not UP", fix="launch it first")
         runners = self._runners(cluster_name)
+        from airflow_provider_sky.provision import input_staging
+
+        if input_staging.wanted(task, cluster.cloud):
+            from airflow_provider_sky.state.staging_cache import StateStagingCache
+
+            task = input_staging.stage_task_inputs(
+                task, cluster.cloud, cluster.region, store_options, cache=StateStagingCache(self.store),
+                max_cost_usd=input_staging.cost_limit(task, max_staging_cost_usd),
+            ).task  # fmt: skip
         self._sync(task, cluster, runners, store_options)
         job = self.store.next_job(
             cluster_name,

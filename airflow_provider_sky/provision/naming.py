@@ -33,3 +33,10 @@ def validate_cluster_name(name: str) -> str | None:
     if not _VALID.match(name):
         return "must start with a letter and hold only lower-case letters, digits and '-' (not at the end)"
     return None
+
+
+def group_cluster_name(dag_id: str, run_id: str, first_task_id: str) -> str:
+    """The cluster a group of consecutive tasks of one DAG run shares: the group's first task's own
+    deterministic name. So a retry finds it, and the orphan reaper treats it like any auto-named
+    cluster (owned by the first task, reaped when no job ran on it for the grace period)."""
+    return cluster_name_for(dag_id, first_task_id, run_id)

@@ -169,6 +169,18 @@ def _head_answers(cloud: Any, handle: ClusterHandle) -> bool:
         return False
 
 
+def _termination_reason(cloud: Any, recorded: ClusterHandle | None) -> str:
+    """``": <why>"`` when the cloud can tell why nodes ended (EC2 state reasons), else ``""``."""
+    explain = getattr(cloud, "termination_reason", None)
+    if recorded is None or not callable(explain):
+        return ""
+    try:
+        why = explain(recorded)
+    except Exception:
+        return ""
+    return f": {why}" if why else ""
+
+
 def detect_preemption(core: SkyCore, cluster_name: str, job_id: int | None = None) -> PreemptionInfo | None:
     """A `PreemptionInfo` when an UP cluster lost nodes behind our back, else None.
 
@@ -195,7 +207,8 @@ def detect_preemption(core: SkyCore, cluster_name: str, job_id: int | None = Non
         log.warning("preemption check of %s failed: %s", cluster_name, exc)
         return None
     if handle is None:
-        return info(0, f"all {record.num_nodes} node(s) of {cluster_name} are gone")
+        why = _termination_reason(cloud, recorded)
+        return info(0, f"all {record.num_nodes} node(s) of {cluster_name} are gone{why}")
     missing = sorted(set(recorded.node_ids) - set(handle.node_ids)) if recorded and handle.node_ids else []
     if handle.num_nodes < record.num_nodes or missing:
         found = (
@@ -205,8 +218,10 @@ def detect_preemption(core: SkyCore, cluster_name: str, job_id: int | None = Non
         )
         found = min(found, handle.num_nodes)
         what = f" ({', '.join(missing)})" if missing else ""
+        why = _termination_reason(cloud, recorded)
         return info(
-            found, f"{record.num_nodes - found} of {record.num_nodes} node(s) of {cluster_name} gone{what}"
+            found,
+            f"{record.num_nodes - found} of {record.num_nodes} node(s) of {cluster_name} gone{what}{why}",
         )
     if job_id is not None:
         job = core.store.get_job(cluster_name, job_id)

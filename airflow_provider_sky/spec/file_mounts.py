@@ -25,7 +25,8 @@ _LIKELY_SCHEMES = {
     "aws": "s3",
     "ss3": "s3",
 }
-_MOUNT_KEYS = ("source", "mode", "store", "name", "persistent")
+_MOUNT_KEYS = ("source", "mode", "store", "name", "persistent", "read_only")
+MOUNT_MODES: tuple[str, ...] = ("MOUNT", "MOUNT_CACHED")
 
 
 def is_bucket_uri(text: str) -> bool:
@@ -51,6 +52,7 @@ class FileMount:
     """One file mount: `source` (local path or bucket URI) copied or mounted at the destination.
 
     `mode` None means the default (COPY); `store`/`name`/`persistent` describe a bucket SkyPilot-style.
+    `read_only` (MOUNT / MOUNT_CACHED only) mounts the bucket read-only.
     """
 
     source: str | None = None
@@ -58,6 +60,7 @@ class FileMount:
     store: str | None = None
     name: str | None = None
     persistent: bool | None = None
+    read_only: bool | None = None
 
     def __post_init__(self) -> None:
         given = {k: getattr(self, k) for k in _MOUNT_KEYS if getattr(self, k) is not None}
@@ -91,7 +94,7 @@ class FileMount:
         if not isinstance(raw, Mapping):
             raise SpecError(
                 path, raw, f"expected a path, URI or mapping, not {type_name(raw)}",
-                "give a source string or {source: ..., mode: COPY|MOUNT|MOUNT_CACHED}",
+                "give a source string or {source: ..., mode: COPY|MOUNT|MOUNT_CACHED, read_only: true|false}",
             )  # fmt: skip
         mapping = expect_mapping(raw, path)
         check_keys(mapping, _MOUNT_KEYS, path)
@@ -108,7 +111,22 @@ class FileMount:
         persistent = mapping.get("persistent")
         if persistent is not None:
             persistent = as_bool(persistent, join_path(path, "persistent"))
-        return _make(source=source, mode=mode, store=store, name=name, persistent=persistent)
+        if mode in MOUNT_MODES and source is not None and not is_bucket_uri(source):
+            raise SpecError(
+                join_path(path, "mode"), mapping.get("mode"), f"mode {mode} mounts a bucket, but the source is a local path",
+                "use a bucket source (s3://..., gs://..., https://<account>.blob.core.windows.net/...) or mode: COPY",
+            )  # fmt: skip
+        read_only = mapping.get("read_only")
+        if read_only is not None:
+            read_only = as_bool(read_only, join_path(path, "read_only"))
+            if read_only and mode not in MOUNT_MODES:
+                raise SpecError(
+                    join_path(path, "read_only"), mapping.get("read_only"), f"only a mounted bucket can be read-only (mode is {mode or 'COPY'})",
+                    "add mode: MOUNT (or MOUNT_CACHED), or drop read_only (a COPY is a private copy on each node)",
+                )  # fmt: skip
+        return _make(
+            source=source, mode=mode, store=store, name=name, persistent=persistent, read_only=read_only
+        )
 
 
 def _make(**values: Any) -> FileMount:

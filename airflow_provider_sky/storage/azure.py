@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
 from .base import (
+    SCRATCH_PREFIX,
     MultipartUpload,
     NotFound,
     ObjectInfo,
@@ -25,6 +26,7 @@ from .base import (
     StorageError,
     Store,
     normalize_metadata,
+    pin_environment,
 )
 
 _MAX_SINGLE_PUT = 256 << 20
@@ -78,7 +80,9 @@ def make_blob_service_client(
         "max_chunk_get_size": 32 << 20,
     }
     if connection_string:
-        return BlobServiceClient.from_connection_string(connection_string, **common)
+        client = BlobServiceClient.from_connection_string(connection_string, **common)
+        pin_environment(session, client.url)
+        return client
     if not account_url:
         if not account:
             raise StorageError("an Azure store needs an account name, account_url or connection_string")
@@ -95,6 +99,7 @@ def make_blob_service_client(
             from azure.identity import DefaultAzureCredential
 
             credential = DefaultAzureCredential()
+    pin_environment(session, account_url)
     return BlobServiceClient(account_url, credential=credential, **common)
 
 
@@ -165,7 +170,8 @@ class AzureStore(Store):
 
         try:
             for props in self.container.list_blobs(name_starts_with=prefix or None, include=["metadata"]):
-                yield _props_info(props.name, props)
+                if not props.name.startswith(SCRATCH_PREFIX):
+                    yield _props_info(props.name, props)
         except ResourceNotFoundError as exc:
             raise NotFound(self.uri()) from exc
 
@@ -230,6 +236,35 @@ class AzureStore(Store):
 
     def begin_multipart(self, key: str, metadata: Mapping[str, str] | None = None) -> MultipartUpload:
         return _AzureBlocks(self, key)
+
+    def begin_resumable(
+        self, key: str, resume_id: str, metadata: Mapping[str, str] | None = None
+    ) -> MultipartUpload:
+        """Blocks with ids derived from `resume_id` (the source version and part layout) and the
+        part number, so a later run finds them among the blob's uncommitted blocks."""
+        return _AzureBlocks(self, key, token=resume_id)
+
+    def resume_multipart(
+        self, key: str, state: Mapping[str, Any], parts: Mapping[int, PartResult]
+    ) -> MultipartUpload | None:
+        """The blob's uncommitted blocks staged under `state`'s token whose size matches the part
+        recorded (each block's MD5 was validated by the service when it was staged)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        token = state.get("token")
+        if not token:
+            return None
+        upload = _AzureBlocks(self, key, token=str(token))
+        try:
+            _, uncommitted = self._blob(key).get_block_list("uncommitted")
+        except ResourceNotFoundError:
+            return None
+        sizes = {block.id: block.size for block in uncommitted}
+        for number, rec in parts.items():
+            block_id = upload._block_id(number)
+            if sizes.get(block_id) == rec.size:
+                upload.tokens[number] = block_id
+        return upload if sizes else None
 
     def copy_from(
         self, source: Store, src_key: str, dst_key: str, metadata: Mapping[str, str] | None = None
@@ -315,15 +350,18 @@ class _ChunkStream(io.RawIOBase):
 
 
 class _AzureBlocks(MultipartUpload):
-    def __init__(self, store: AzureStore, key: str):
+    def __init__(self, store: AzureStore, key: str, token: str | None = None):
         self.store = store
         self.key = key
-        self.token = uuid.uuid4().hex[:16]
+        self.token = (token or uuid.uuid4().hex)[:16]
+
+    def resume_state(self) -> dict[str, Any]:
+        return {"token": self.token}
 
     def _block_id(self, number: int) -> str:
         return base64.b64encode(f"{self.token}-{number:06d}".encode()).decode()
 
-    def upload_part(self, number: int, data: bytes, md5: bytes, offset: int) -> str:
+    def upload_part(self, number: int, data: Any, md5: bytes, offset: int) -> str:
         block_id = self._block_id(number)
         # The engine's MD5 of the block goes as the transactional Content-MD5 the service checks
         # on arrival (validate_content=True would make the SDK hash the bytes a second time).
@@ -334,6 +372,7 @@ class _AzureBlocks(MultipartUpload):
             validate_content=False,
             transactional_content_md5=bytearray(md5),
         )
+        self.tokens[number] = block_id
         return block_id
 
     def complete(self, parts: list[PartResult], metadata: Mapping[str, str] | None = None) -> ObjectInfo:

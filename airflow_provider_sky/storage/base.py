@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import io
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import google_crc32c
 
@@ -23,12 +24,19 @@ META_CRC32C = "sky_crc32c"  # base64 big-endian CRC32C of the content (GCS's for
 META_SRC_ETAG = "sky_src_etag"  # etag of the source object this copy was made from
 META_PART_SIZE = "sky_part_size"  # part size of an engine multipart upload (lets S3 re-derive its ETag)
 
-# Objects under this prefix are engine scratch space (GCS parallel-composite parts); never listed.
+# Objects under this prefix are engine scratch space (GCS parallel-composite parts, resume
+# checkpoints of interrupted multipart copies); never listed.
 SCRATCH_PREFIX = ".sky-parts/"
+# Resume state of interrupted multipart copies (one small JSON per destination object).
+RESUME_PREFIX = SCRATCH_PREFIX + "resume/"
 
 
 class StorageError(Exception):
     """Base error of the storage layer."""
+
+
+class ResumeError(StorageError):
+    """An interrupted upload cannot be continued where the engine expected (not transient)."""
 
 
 class NotFound(StorageError):
@@ -42,8 +50,19 @@ class IntegrityError(StorageError):
 # --------------------------------------------------------------------------- checksums
 
 
-def crc32c_value(data: bytes | memoryview) -> int:
-    return google_crc32c.value(bytes(data) if isinstance(data, memoryview) else data)
+_CRC_SLICE = 256 << 10
+
+
+def crc32c_value(data: bytes | bytearray | memoryview) -> int:
+    """CRC32C of `data`. google_crc32c only takes `bytes`: a buffer (a reused part buffer) is
+    hashed through 256 KiB copies, so no copy of a whole part is ever made."""
+    if isinstance(data, bytes):
+        return google_crc32c.value(data)
+    view = memoryview(data).cast("B")
+    crc = 0
+    for i in range(0, len(view), _CRC_SLICE):
+        crc = google_crc32c.extend(crc, bytes(view[i : i + _CRC_SLICE]))
+    return crc
 
 
 def crc32c_to_b64(crc: int) -> str:
@@ -169,30 +188,58 @@ class PartResult:
 
 
 class MultipartUpload(ABC):
-    """An in-progress upload of one object in parts (S3 multipart, Azure blocks, GCS compose, file)."""
+    """An in-progress upload of one object in parts (S3 multipart, Azure blocks, GCS compose, file).
+
+    `data` handed to the upload methods is bytes or a memoryview over a reused buffer: it must
+    be sent before the method returns (or before `upload_stream` asks for the next part) and not
+    kept afterwards."""
 
     key: str
     #: Whether `upload_stream` uses the parts' MD5 digests (sent for the server to validate, or
     #: to check a multipart ETag); when False the engine skips hashing them (CRC32C still verifies).
     stream_needs_md5: bool = True
+    #: Parts per stripe this upload is bound to (a resumed GCS upload: one session per stripe),
+    #: or None when the engine may stripe freely.
+    stripe_parts: int | None = None
+
+    @property
+    def tokens(self) -> dict[int, str]:
+        """Token of every part known to be durably uploaded, by part number (filled as parts are
+        uploaded, and with the verified parts of a resumed upload)."""
+        if not hasattr(self, "_tokens"):
+            self._tokens: dict[int, str] = {}
+        return self._tokens
 
     @abstractmethod
-    def upload_part(self, number: int, data: bytes, md5: bytes, offset: int) -> str:
+    def upload_part(self, number: int, data: bytes | memoryview, md5: bytes, offset: int) -> str:
         """Upload part `number` (1-based) holding bytes [offset, offset+len(data)) of the object;
         parts may be uploaded in any order and in parallel. `md5` is the part's raw MD5 digest (sent
         for the server to validate where the protocol allows). Returns the backend's part token."""
 
     def upload_stream(
-        self, stripe: int, nstripes: int, size: int, chunks: Iterable[tuple[int, int, bytes, bytes]]
+        self,
+        stripe: int,
+        nstripes: int,
+        size: int,
+        chunks: Iterable[tuple[int, int, bytes | memoryview, bytes]],
+        start: int | None = None,
     ) -> dict[int, str]:
-        """Upload one stripe of the object: consecutive parts `chunks` yields as (number, offset,
-        data, md5 digest), in order, `size` bytes in all; stripe `stripe` of `nstripes` (stripes may
-        be uploaded in parallel). Returns each part's token. Default: one `upload_part` per part;
-        backends with a cheaper sequential protocol (GCS resumable uploads) override it."""
+        """Upload (the rest of) one stripe of the object: consecutive parts `chunks` yields as
+        (number, offset, data, md5 digest), in order; the stripe spans `size` bytes from object
+        offset `start` (default: the first chunk's offset), stripe `stripe` of `nstripes` (stripes
+        may be uploaded in parallel). When it asks for the next part, every part it was given
+        before is durably uploaded. Returns each part's token. Default: one `upload_part` per
+        part; backends with a cheaper sequential protocol (GCS resumable uploads) override it."""
         tokens: dict[int, str] = {}
         for number, offset, data, md5 in chunks:
             tokens[number] = self.upload_part(number, data, md5, offset)
+            self.tokens[number] = tokens[number]
         return tokens
+
+    def resume_state(self) -> dict[str, Any] | None:
+        """JSON-able state that lets `Store.resume_multipart` continue this upload from another
+        process, or None when the upload cannot be resumed (the default)."""
+        return None
 
     @abstractmethod
     def complete(self, parts: list[PartResult], metadata: Mapping[str, str] | None = None) -> ObjectInfo:
@@ -279,6 +326,23 @@ class Store(ABC):
     def begin_multipart(self, key: str, metadata: Mapping[str, str] | None = None) -> MultipartUpload:
         """Start a multipart / block / composite upload of `key`."""
 
+    def begin_resumable(
+        self, key: str, resume_id: str, metadata: Mapping[str, str] | None = None
+    ) -> MultipartUpload:
+        """Start an upload of `key` whose `resume_state` can be continued after a crash;
+        `resume_id` (hex, identifies the source version and part layout) may name its parts.
+        Default: `begin_multipart`."""
+        return self.begin_multipart(key, metadata=metadata)
+
+    def resume_multipart(
+        self, key: str, state: Mapping[str, Any], parts: Mapping[int, PartResult]
+    ) -> MultipartUpload | None:
+        """Continue the upload of `key` that `state` (an earlier `resume_state`) describes.
+        `parts` are the parts the engine recorded as uploaded; the upload's `tokens` hold those the
+        store confirms are there with the recorded size (and MD5 where it keeps one). None when the
+        upload is gone or cannot be resumed. Default: None."""
+        return None
+
     def write_stream(
         self,
         key: str,
@@ -354,6 +418,11 @@ class _RangedReader(io.RawIOBase):
         self.pos += len(data)
         return data
 
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
 
 def read_full(stream: BinaryIO, size: int) -> bytes:
     """Exactly `size` bytes from `stream` (fewer only at its end), without a copy when one
@@ -372,6 +441,113 @@ def read_full(stream: BinaryIO, size: int) -> bytes:
     return b"".join(chunks)
 
 
+def readinto_full(stream: Any, view: memoryview) -> int:
+    """Fill `view` from `stream` (fewer bytes only at its end); returns the count. Uses the
+    stream's `readinto` (no intermediate bytes object) when it has one."""
+    readinto = getattr(stream, "readinto", None)
+    total = len(view)
+    got = 0
+    while got < total:
+        if readinto is not None:
+            n = readinto(view[got:])
+        else:
+            chunk = stream.read(total - got)
+            n = len(chunk)
+            view[got : got + n] = chunk
+        if not n:
+            break
+        got += n
+    return got
+
+
+class HTTPBodyStream(io.RawIOBase):
+    """The body of a streamed urllib3 response read straight into the caller's buffers.
+
+    urllib3's and http.client's `read(n)` allocate a fresh bytearray of n bytes and then copy it
+    into the bytes they return (two part-sized allocations per read); `readinto` on the
+    underlying http.client response fills the caller's buffer with no copy at all. Falls back to
+    `read` when the body is content-decoded or partly buffered by urllib3."""
+
+    def __init__(self, raw: Any, closer: Any = None):
+        super().__init__()
+        self._raw = raw
+        self._closer = closer  # e.g. the requests.Response owning `raw`
+        fp = getattr(raw, "_fp", None)
+        buffered = getattr(raw, "_decoded_buffer", None)
+        direct = (
+            isinstance(fp, http.client.HTTPResponse)
+            and getattr(raw, "_decoder", None) is None
+            and (buffered is None or len(buffered) == 0)
+        )
+        self._fp = fp if direct else None
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self._fp is not None:
+            n = self._fp.readinto(b)
+        else:
+            data = self._raw.read(len(b), decode_content=False)
+            n = len(data)
+            b[:n] = data
+        if not n:
+            self._eof = True
+        return n
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self._eof and hasattr(self._raw, "release_conn"):
+                self._raw.release_conn()  # fully read: the connection goes back to the pool
+            else:
+                self._raw.close()  # abandoned mid-body: the connection cannot be reused
+            if self._closer is not None:
+                self._closer.close()
+        finally:
+            super().close()
+
+
+class ViewReader(io.RawIOBase):
+    """A seekable file-like object over a buffer, read in memoryview slices (an HTTP body that
+    SDKs accept as a stream: no copy into bytes, re-readable for retries)."""
+
+    def __init__(self, data: bytes | memoryview):
+        super().__init__()
+        self._view = memoryview(data).cast("B")
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def read(self, size: int | None = -1) -> Any:
+        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
+        out = self._view[self._pos : end]
+        self._pos = max(self._pos, end)
+        return out
+
+    def readinto(self, b: Any) -> int:
+        out = self.read(len(b))
+        b[: len(out)] = out
+        return len(out)
+
+
 def _read_full(stream: BinaryIO, size: int) -> bytes:
     chunks = []
     remaining = size
@@ -382,6 +558,23 @@ def _read_full(stream: BinaryIO, size: int) -> bytes:
         chunks.append(chunk)
         remaining -= len(chunk)
     return b"".join(chunks)
+
+
+def pin_environment(session: Any, url: str) -> None:
+    """Resolve once what a `requests.Session` would re-read from the environment on every
+    request (proxies for `url`'s host, REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE), then stop it
+    re-reading: that scan of os.environ costs about as much CPU as the rest of a small request.
+    For sessions that only talk to one endpoint."""
+    import os
+
+    from requests.utils import get_environ_proxies
+
+    proxies = get_environ_proxies(url)
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    session.trust_env = False
+    session.proxies.update(proxies)
+    if bundle and session.verify is True:
+        session.verify = bundle
 
 
 def normalize_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:

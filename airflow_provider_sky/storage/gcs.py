@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, BinaryIO
@@ -19,16 +20,19 @@ from .base import (
     META_CRC32C,
     META_MD5,
     SCRATCH_PREFIX,
+    HTTPBodyStream,
     MultipartUpload,
     NotFound,
     ObjectInfo,
     PartResult,
+    ResumeError,
     StorageError,
     Store,
     crc32c_from_b64,
     crc32c_to_b64,
     md5_b64_to_hex,
     normalize_metadata,
+    pin_environment,
 )
 
 _COMPOSE_MAX = 32
@@ -68,6 +72,7 @@ def make_gcs_client(
     )
     session.mount("http://", adapter)
     session.mount("https://", adapter)
+    pin_environment(session, endpoint or "https://storage.googleapis.com")
     options = {"api_endpoint": endpoint.rstrip("/")} if endpoint else None
     return storage.Client(
         project=project or "sky-anonymous",
@@ -185,7 +190,7 @@ class GCSStore(Store):
             resp.close()
             raise
         resp.raw.decode_content = False
-        return resp.raw
+        return HTTPBodyStream(resp.raw, closer=resp)  # type: ignore[return-value]
 
     def _resumable_session(self, key: str, metadata: Mapping[str, str] | None) -> str:
         """Start a resumable upload of `key`; returns the session URL."""
@@ -220,6 +225,11 @@ class GCSStore(Store):
             if resp.status_code != 308:
                 _raise_for(resp, self.uri(key))
                 raise StorageError(f"resumable upload of {self.uri(key)}: HTTP {resp.status_code} mid-upload")
+            persisted = resp.headers.get("Range")
+            if n and persisted is not None and persisted != f"bytes=0-{start + n - 1}":
+                raise ResumeError(
+                    f"resumable upload of {self.uri(key)}: server has {persisted}, sent up to {start + n - 1}"
+                )
             return None
         _raise_for(resp, self.uri(key))
         return resp.json()
@@ -244,6 +254,39 @@ class GCSStore(Store):
 
     def begin_multipart(self, key: str, metadata: Mapping[str, str] | None = None) -> MultipartUpload:
         return _GCSComposite(self, key, metadata)
+
+    def resume_multipart(
+        self, key: str, state: Mapping[str, Any], parts: Mapping[int, PartResult]
+    ) -> MultipartUpload | None:
+        """The resumable sessions `state` recorded, each continued after the bytes the server
+        acknowledged; the recorded parts inside those bytes are kept. (A session that expired
+        fails the first PUT: the copy then starts over on its next run.)"""
+        scratch = state.get("scratch")
+        stripes = state.get("stripes")
+        if (
+            not isinstance(scratch, str)
+            or not scratch.startswith(SCRATCH_PREFIX)
+            or not isinstance(stripes, dict)
+        ):
+            return None
+        upload = _GCSComposite(self, key, scratch=scratch)
+        upload.created = [n for n in state.get("created", ()) if isinstance(n, str) and n.startswith(scratch)]
+        for index, st in stripes.items():
+            numbers = [int(n) for n in st["parts"]]
+            acked = sum(parts[n].size for n in numbers if n in parts)
+            if acked != int(st["acked"]):  # a part the engine never recorded: cannot resume it
+                continue
+            upload.stripes[int(index)] = {
+                "name": str(st["name"]),
+                "url": str(st["url"]),
+                "start": int(st["start"]),
+                "size": int(st["size"]),
+                "acked": acked,
+                "parts": numbers,
+            }
+            for number in numbers:
+                upload.tokens[number] = str(st["name"])
+        return upload
 
     def copy_from(
         self, source: Store, src_key: str, dst_key: str, metadata: Mapping[str, str] | None = None
@@ -306,90 +349,121 @@ def _blob_info(key: str, res: Mapping[str, Any]) -> ObjectInfo:
     )
 
 
-class _PartsBody:
-    """A request body of known length that pulls the engine's parts one at a time as it is sent.
-    (No `tell`/`seek`: requests would then take its length for 0 and send it chunked.)"""
-
-    def __init__(self, chunks: Iterable[tuple[int, int, bytes, bytes]], size: int, name: str):
-        self._chunks = iter(chunks)
-        self._size = size
-        self._view = memoryview(b"")
-        self.sent = 0
-        self.numbers: list[int] = []
-
-    def __len__(self) -> int:
-        return self._size
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, n: int = -1) -> Any:  # memoryview slices: sent without a copy
-        while not len(self._view):
-            nxt = next(self._chunks, None)
-            if nxt is None:
-                return b""
-            self.numbers.append(nxt[0])
-            self._view = memoryview(nxt[2])
-        if n is None or n < 0:
-            n = len(self._view)
-        out = self._view[:n]
-        self._view = self._view[n:]
-        self.sent += len(out)
-        return out
-
-
 class _GCSComposite(MultipartUpload):
     """Parallel parts as scratch objects composed at the end; or, through `upload_stream`, stripes
-    as resumable uploads: a single stripe goes straight to the target (no compose, no scratch
-    objects to delete), several become scratch objects composed into the target."""
+    as resumable uploads (one PUT per part, each acknowledged by the server, so an upload can be
+    continued after a crash from its `resume_state`): a single stripe goes straight to the
+    target (no compose, no scratch objects to delete), several become scratch objects composed
+    into the target."""
 
     # Streamed stripes are checked by the CRC32C GCS computes over the stored object.
     stream_needs_md5 = False
 
-    def __init__(self, store: GCSStore, key: str, metadata: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        store: GCSStore,
+        key: str,
+        metadata: Mapping[str, str] | None = None,
+        scratch: str | None = None,
+    ):
         self.store = store
         self.key = key
         self.metadata = normalize_metadata(metadata)
-        self.scratch = f"{SCRATCH_PREFIX}{uuid.uuid4().hex}/"
+        self.scratch = scratch or f"{SCRATCH_PREFIX}{uuid.uuid4().hex}/"
         self.created: list[str] = []
         self.direct: ObjectInfo | None = None  # the target, when one stripe was uploaded to it
+        # stripe -> {name, url (resumable session), start, size, acked (bytes), parts}
+        self.stripes: dict[int, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def resume_state(self) -> dict[str, Any]:
+        with self._lock:
+            stripes = {str(i): dict(st, parts=list(st["parts"])) for i, st in self.stripes.items()}
+        return {"scratch": self.scratch, "created": list(self.created), "stripes": stripes}
 
     def upload_stream(
-        self, stripe: int, nstripes: int, size: int, chunks: Iterable[tuple[int, int, bytes, bytes]]
+        self,
+        stripe: int,
+        nstripes: int,
+        size: int,
+        chunks: Iterable[tuple[int, int, Any, bytes]],
+        start: int | None = None,
     ) -> dict[int, str]:
-        """The whole stripe as one resumable-upload PUT whose body streams the parts as the engine
-        reads them (one part in memory at a time): one request per stripe, no per-chunk
-        round trips, and no re-assembly of chunks on the server."""
+        """The stripe as one resumable upload, one PUT per part (parts are multiples of 256 KiB
+        but the last): the server acknowledges each part, so a retry or a later run continues
+        after the last acknowledged one. A single stripe uploads straight to the target."""
         direct = nstripes == 1
-        name = self.key if direct else f"{self.scratch}s{stripe:05d}"
-        if not direct:
-            self.created.append(name)
-        session = self.store._resumable_session(name, self.metadata if direct else None)
-        body = _PartsBody(chunks, size, name)
-        result = self.store._resumable_put(session, name, body, 0, size)
-        if body.sent != size:
-            raise StorageError(f"resumable upload of {self.store.uri(name)} sent {body.sent} of {size} bytes")
-        info = _blob_info(name, result)
-        if info.size != size:
-            raise StorageError(
-                f"resumable upload of {self.store.uri(name)}: {info.size} bytes stored, sent {size}"
-            )
-        if direct:
-            self.direct = info
-        return dict.fromkeys(body.numbers, name)
+        tokens: dict[int, str] = {}
+        for number, offset, data, _md5 in chunks:
+            st = self.stripes.get(stripe)
+            if st is None:
+                name = self.key if direct else f"{self.scratch}s{stripe:05d}"
+                url = self.store._resumable_session(name, self.metadata if direct else None)
+                st = {
+                    "name": name,
+                    "url": url,
+                    "start": offset if start is None else start,
+                    "size": size,
+                    "acked": 0,
+                    "parts": [],
+                }
+                with self._lock:
+                    self.stripes[stripe] = st
+                    if not direct:
+                        self.created.append(name)
+            name, pos, n = st["name"], offset - st["start"], len(data)
+            if pos != st["acked"]:
+                raise ResumeError(
+                    f"resumable upload of {self.store.uri(name)} is at byte {st['acked']}, part {number} at {pos}"
+                )
+            last = pos + n >= st["size"]
+            try:
+                result = self.store._resumable_put(st["url"], name, data, pos, st["size"] if last else None)
+            except Exception as exc:
+                if getattr(exc, "code", None) not in (404, 410):
+                    raise
+                # The session is gone (expired, or the server lost it): so are the parts sent to
+                # it. Forget them; the engine's retry sends the stripe again in a new session.
+                with self._lock:
+                    self.stripes.pop(stripe, None)
+                    for gone in st["parts"]:
+                        self.tokens.pop(gone, None)
+                raise StorageError(
+                    f"resumable upload of {self.store.uri(name)} lost ({exc}); restarting it"
+                ) from exc
+            with self._lock:
+                st["acked"] = pos + n
+                st["parts"].append(number)
+            tokens[number] = self.tokens[number] = name
+            if last:
+                info = _blob_info(name, result)
+                if info.size != st["size"]:
+                    raise StorageError(
+                        f"resumable upload of {self.store.uri(name)}: {info.size} bytes stored, sent {st['size']}"
+                    )
+                if direct:
+                    self.direct = info
+        return tokens
 
-    def upload_part(self, number: int, data: bytes, md5: bytes, offset: int) -> str:
+    def upload_part(self, number: int, data: Any, md5: bytes, offset: int) -> str:
         name = f"{self.scratch}{number:05d}"
         blob = self.store._bucket.blob(name)
         blob.md5_hash = base64.b64encode(md5).decode()
-        self.created.append(name)
-        blob.upload_from_string(data, content_type="application/octet-stream", checksum=None)
+        with self._lock:
+            self.created.append(name)
+        blob.upload_from_string(bytes(data), content_type="application/octet-stream", checksum=None)
         if blob.md5_hash and md5_b64_to_hex(blob.md5_hash) != md5.hex():
             raise StorageError(f"GCS part {number} of {self.key}: MD5 mismatch after upload")
+        self.tokens[number] = name
         return name
 
     def complete(self, parts: list[PartResult], metadata: Mapping[str, str] | None = None) -> ObjectInfo:
         bucket = self.store._bucket
+        if self.direct is None and [st["name"] for st in self.stripes.values()] == [self.key]:
+            # A resumed single-stripe upload whose last part an earlier run already sent.
+            self.direct = self.store.head(self.key)
+            if self.direct is None:
+                raise StorageError(f"resumable upload of {self.store.uri(self.key)} left no object")
         if self.direct is not None:
             # The checksums the engine records are redundant with GCS's own CRC32C / MD5 of a
             # non-composite object; patching only for them would cost the server a rewrite.

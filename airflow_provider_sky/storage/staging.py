@@ -350,6 +350,7 @@ def stage(
     cache: StagingCache | None = None,
     expire_after_days: float | None = None,
     clock: Callable[[], float] = time.time,
+    listing: SourceListing | None = None,
     **engine_options: Any,
 ) -> StageResult:
     """Copy `src_uri` to `dst_uri` like `transfer`, unless `cache` vouches for an unchanged copy.
@@ -358,7 +359,8 @@ def stage(
     not expired) nothing else is done. Otherwise the listing feeds the copy and, once every object is
     verified, the digest is recorded. `expire_after_days` (the destination's lifecycle) bounds how
     long a record is trusted: up to the oldest destination object's age minus a day's margin.
-    Engine options are `transfer`'s, plus `on_estimate`, `max_cost_usd`, `cancel_event`."""
+    Engine options are `transfer`'s, plus `on_estimate`, `max_cost_usd`, `cancel_event`.
+    `listing`: the source's `list_source` result when the caller already made it (not re-listed)."""
     src_loc, dst_loc = parse_uri(src_uri), parse_uri(dst_uri)
     src_id, dst_id = str(src_loc), str(dst_loc)
     owned: list[Store] = []
@@ -370,7 +372,8 @@ def stage(
         owned.append(dst_store)
     try:
         started = clock()
-        listing = list_source(src_store, src_loc.key)
+        if listing is None:
+            listing = list_source(src_store, src_loc.key)
         digest = listing_digest(listing)
         result = StageResult(
             TransferReport(src_id, dst_id), False, digest, len(listing.objects), listing.bytes
@@ -428,3 +431,73 @@ def _record(
     cache.put(
         StagingCacheRecord(dst_id, src_id, digest, len(listing.objects), listing.bytes, started, expires_at)
     )
+
+
+# --------------------------------------------------------------------------- account identity
+
+
+def _azure_account(options: Mapping[str, Any]) -> str | None:
+    conn_str = options.get("connection_string")
+    if conn_str:
+        parts = dict(p.split("=", 1) for p in str(conn_str).split(";") if "=" in p)
+        if parts.get("AccountName"):
+            return parts["AccountName"]
+        url = parts.get("BlobEndpoint")
+    else:
+        url = options.get("account_url")
+    if not url:
+        return None
+    from urllib.parse import urlsplit
+
+    split = urlsplit(str(url))
+    host = split.hostname or ""
+    if host.endswith(".blob.core.windows.net"):
+        return host.split(".", 1)[0]
+    path = split.path.strip("/")  # emulators: http://127.0.0.1:10000/<account>
+    return path.split("/", 1)[0] or None
+
+
+def staging_account(scheme: str, options: Mapping[str, Any]) -> str:
+    """What tells one account's staging buckets apart, from store options alone: the AWS account
+    (``account_id``, else endpoint and key id on S3-compatible endpoints, else STS), the GCP project
+    (option, else the ADC project) or the Azure storage account. Raises StorageError when unknown."""
+    if scheme == "s3":
+        if options.get("account_id"):
+            return str(options["account_id"])
+        if options.get("endpoint_url"):
+            return f"{options['endpoint_url']}|{options.get('aws_access_key_id') or ''}"
+        import boto3
+
+        keys = (
+            "aws_access_key_id",
+            "aws_secret_access_key",
+            "aws_session_token",
+            "region_name",
+            "profile_name",
+        )
+        session = boto3.session.Session(**{k: options.get(k) for k in keys})
+        try:
+            return str(session.client("sts").get_caller_identity()["Account"])
+        except Exception as exc:
+            raise StorageError(f"cannot tell the AWS account for a staging bucket: {exc}") from exc
+    if scheme == "gs":
+        if options.get("project"):
+            return str(options["project"])
+        import google.auth
+
+        try:
+            _, project = google.auth.default()
+        except Exception as exc:
+            raise StorageError(f"cannot tell the GCP project for a staging bucket: {exc}") from exc
+        if not project:
+            raise StorageError("no GCP project for a staging bucket: set the connection's `project` extra")
+        return str(project)
+    if scheme == "az":
+        account = _azure_account(options)
+        if not account:
+            raise StorageError(
+                "no Azure storage account for a staging container: set `account_url` or "
+                "`connection_string` on the wasb connection"
+            )
+        return account
+    return "local"

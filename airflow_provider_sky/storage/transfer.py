@@ -16,6 +16,13 @@
 - Incremental: an object already at the destination with the same size and checksum (or recorded
   as a copy of the same source ETag) is skipped, so a rerun after a crash copies only what is
   missing. Nothing is deleted at the destination unless `delete_extraneous=True`.
+- Resumable inside a large object: its upload's state (S3 upload id, Azure block-id token, GCS
+  session URLs) and the size/MD5/CRC32C of every part durably uploaded are recorded in a small
+  JSON under `.sky-parts/resume/` in the destination bucket. A later run of the same copy (same
+  source ETag and size) asks the destination which of those parts it still has (S3 ListParts,
+  Azure uncommitted blocks, GCS acknowledged session bytes) and reads only the others.
+- Parts are read with `readinto` into buffers pooled by the byte budget, so the resident memory
+  of a copy is about `memory_budget`, not twice it.
 - Before copying, the bytes to move give a cost and time estimate (`egress_price_per_gb`);
   progress (bytes, files, rate, ETA) goes to the `progress` callback and to the logger.
 """
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import posixpath
 import threading
@@ -38,18 +46,20 @@ from .base import (
     META_MD5,
     META_PART_SIZE,
     META_SRC_ETAG,
+    RESUME_PREFIX,
     IntegrityError,
     MultipartUpload,
     NotFound,
     ObjectInfo,
     PartResult,
+    ResumeError,
     StorageError,
     Store,
     crc32c_combine,
     crc32c_to_b64,
     crc32c_value,
     multipart_etag,
-    read_full,
+    readinto_full,
 )
 from .local import FileStore
 from .uri import CLOUD_OF_SCHEME, parse_uri, store_for
@@ -118,6 +128,7 @@ class TransferReport:
     cost_usd: float | None = None  # bytes_copied x egress price (0 for server-side same region)
     failures: list[tuple[str, str]] = field(default_factory=list)
     dry_run: bool = False
+    bytes_resumed: int = 0  # bytes of large objects an interrupted earlier run had uploaded (not re-read)
 
     @property
     def estimated_cost_usd(self) -> float | None:
@@ -154,7 +165,12 @@ class TransferError(StorageError):
 
 
 class ByteBudget:
-    """A FIFO semaphore counted in bytes: bounds the bytes held in memory by in-flight copies."""
+    """A FIFO semaphore counted in bytes: bounds the bytes held in memory by in-flight copies.
+
+    It also pools part buffers (`take_buffer` / `give_buffer`): a returned buffer is kept for the
+    next part and still counts as held (so `peak` is what the pool really holds); a waiter that
+    needs room drops idle buffers first. Reused buffers mean no part-sized allocation, and no
+    freed-but-resident heap, per part."""
 
     def __init__(self, capacity: int):
         self.capacity = max(1, int(capacity))
@@ -162,23 +178,68 @@ class ByteBudget:
         self.peak = 0
         self._cond = threading.Condition()
         self._queue: list[object] = []
+        self._idle: list[bytearray] = []
+
+    def _wait_turn(self, ticket: object, ready: Callable[[], bool]) -> None:
+        self._queue.append(ticket)
+        while True:
+            if self._queue[0] is ticket:
+                if ready():
+                    break
+                if self._idle:  # room is held by idle pooled buffers: drop one and look again
+                    self.available += len(self._idle.pop(0))
+                    continue
+            self._cond.wait()
+        self._queue.pop(0)
+        self.peak = max(self.peak, self.capacity - self.available)
+        self._cond.notify_all()
 
     def acquire(self, n: int) -> int:
         n = max(1, min(int(n), self.capacity))
-        ticket = object()
         with self._cond:
-            self._queue.append(ticket)
-            while self._queue[0] is not ticket or self.available < n:
-                self._cond.wait()
-            self._queue.pop(0)
+            self._wait_turn(object(), lambda: self.available >= n)
             self.available -= n
-            self.peak = max(self.peak, self.capacity - self.available)
-            self._cond.notify_all()
         return n
 
     def release(self, n: int) -> None:
         with self._cond:
             self.available += n
+            self._cond.notify_all()
+
+    def take_buffer(self, size: int) -> bytearray:
+        """A buffer of exactly `size` bytes, counted against the budget until `give_buffer`."""
+        if size > self.capacity:  # larger than the whole budget: not pooled
+            self.acquire(size)
+            return bytearray(size)
+        found: list[bytearray] = []
+
+        def ready() -> bool:
+            for i, buf in enumerate(self._idle):
+                if len(buf) == size:
+                    found.append(self._idle.pop(i))
+                    return True
+            return self.available >= size
+
+        with self._cond:
+            self._wait_turn(object(), ready)
+            if not found:
+                self.available -= size
+        return found[0] if found else bytearray(size)
+
+    def give_buffer(self, buf: bytearray) -> None:
+        """Return a buffer from `take_buffer`: kept for reuse (still counted as held)."""
+        with self._cond:
+            if len(buf) > self.capacity:
+                self.available += self.capacity
+            else:
+                self._idle.append(buf)
+            self._cond.notify_all()
+
+    def drop_idle(self) -> None:
+        """Free the pooled buffers (end of a run)."""
+        with self._cond:
+            while self._idle:
+                self.available += len(self._idle.pop())
             self._cond.notify_all()
 
 
@@ -203,7 +264,15 @@ def _status_of(exc: BaseException) -> int | None:
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying an operation that raised `exc` may succeed (network, 5xx, throttling)."""
     if isinstance(
-        exc, IntegrityError | NotFound | _Cancelled | ValueError | TypeError | KeyError | AttributeError
+        exc,
+        IntegrityError
+        | NotFound
+        | ResumeError
+        | _Cancelled
+        | ValueError
+        | TypeError
+        | KeyError
+        | AttributeError,
     ):
         return False
     status = _status_of(exc)
@@ -385,6 +454,13 @@ class _LargeCopy:
         self.failed: BaseException | None = None
         self.finished = False
         self.part_size = 0
+        self.per_stripe = max(1, nparts)
+        self.resumed: set[int] = set()  # parts an earlier run uploaded
+        self.checkpoint_key: str | None = None  # where the resume state is kept, when resumable
+        self.checkpoint_lock = threading.Lock()
+        self.checkpoint_pending = False
+        self.checkpoint_written = False  # a resume state exists at checkpoint_key
+        self.checkpoint_due = 0.0  # monotonic time before which no resume state is written
 
 
 class _Cancelled(StorageError):
@@ -416,6 +492,8 @@ class TransferEngine:
         dry_run: bool = False,
         retries: int = 6,
         streams: int | None = None,
+        resume: bool = True,
+        checkpoint_interval: float = 2.0,
     ):
         self.src, self.src_key = src, src_key
         self.dst, self.dst_key = dst, dst_key
@@ -441,6 +519,10 @@ class TransferEngine:
         # Concurrent streamed reads of large objects (stripes); default half the workers.
         self.streams = max(1, streams if streams is not None else self.workers // 2)
         self._large_count = 0
+        # Large objects continue an interrupted earlier run's multipart upload (see _resume_large).
+        self.resume = resume
+        self.checkpoint_interval = checkpoint_interval
+        self._checkpoints: ThreadPoolExecutor | None = None
 
     # ---- planning
     def _resolve(self) -> tuple[str, str, ObjectInfo | None]:
@@ -687,50 +769,205 @@ class TransferEngine:
         finally:
             self._inflight.release()
 
+    # ---- large objects: parts in pooled buffers, resumable
+    def _checkpoint_key(self, item: _Item) -> str:
+        digest = hashlib.sha256(self.dst.uri(item.dst_key).encode()).hexdigest()[:40]
+        return f"{RESUME_PREFIX}{digest}.json"
+
+    def _resume_id(self, item: _Item, part_size: int) -> str:
+        ident = f"{self.src.uri(item.src.key)}|{item.src.etag}|{item.src.size}|{part_size}|{item.dst_key}"
+        return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+    def _write_checkpoint(self, job: _LargeCopy) -> None:
+        """Persist which parts of `job` are durably uploaded (with their checksums, which the
+        final verification needs), so a later run can continue the upload."""
+        if job.checkpoint_key is None:
+            return
+        with job.checkpoint_lock:
+            if job.checkpoint_key is None:
+                return
+            item = job.item
+            # The upload's state first: the engine records a part right after the store
+            # acknowledges it, so the parts this state counts are (nearly always) in `parts`;
+            # a stripe whose parts are not all recorded is sent again on resume.
+            backend = job.upload.resume_state()
+            with job.lock:
+                parts = {str(n): [p.size, p.md5.hex(), p.crc32c] for n, p in sorted(job.parts.items())}
+            state = {
+                "v": 1,
+                "src": self.src.uri(item.src.key),
+                "etag": item.src.etag,
+                "size": item.src.size,
+                "dst": self.dst.uri(item.dst_key),
+                "part_size": job.part_size,
+                "per_stripe": job.per_stripe,
+                "backend": backend,
+                "parts": parts,
+            }
+            try:
+                self.dst.write(job.checkpoint_key, json.dumps(state).encode())
+                job.checkpoint_written = True
+            except Exception as exc:  # resuming is an optimisation: never fail a copy for it
+                log.warning("cannot record resume state of %s (%s); it will not be resumable", item.rel, exc)
+                job.checkpoint_key = None
+
+    def _drop_checkpoint(self, job: _LargeCopy) -> None:
+        with job.checkpoint_lock:
+            key, job.checkpoint_key = job.checkpoint_key, None
+        if key is not None and job.checkpoint_written:
+            with contextlib.suppress(Exception):
+                self.dst.delete(key)
+
+    def _resume_large(self, item: _Item) -> _LargeCopy | None:  # see the module docstring
+        """The job of an earlier, interrupted copy of `item` (same source version), with the parts
+        the destination confirms; None (after discarding a stale upload) otherwise."""
+        key = self._checkpoint_key(item)
+        try:
+            state = json.loads(self.dst.read(key))
+        except NotFound:
+            return None
+        except Exception as exc:
+            log.debug("no usable resume state for %s: %s", item.rel, exc)
+            return None
+        try:
+            part_size, per_stripe = int(state["part_size"]), int(state["per_stripe"])
+            recorded = {
+                int(n): PartResult(int(n), int(v[0]), bytes.fromhex(v[1]), int(v[2]))
+                for n, v in state["parts"].items()
+            }
+            same = (
+                state.get("v") == 1
+                and state["src"] == self.src.uri(item.src.key)
+                and state["etag"] == item.src.etag
+                and int(state["size"]) == item.src.size
+                and state["dst"] == self.dst.uri(item.dst_key)
+                and part_size > 0
+                and per_stripe > 0
+            )
+            upload = self.dst.resume_multipart(item.dst_key, state["backend"], recorded if same else {})
+        except Exception as exc:
+            log.warning("cannot resume the copy of %s (%s): starting over", item.rel, exc)
+            upload, same = None, False
+        if upload is not None and not same:
+            log.info("earlier partial copy of %s is of another source version: discarded", item.rel)
+            upload.abort()
+            upload = None
+        if upload is None:
+            with contextlib.suppress(Exception):
+                self.dst.delete(key)
+            return None
+        nparts = -(-item.src.size // part_size)
+        job = _LargeCopy(item, upload, nparts)
+        job.part_size, job.per_stripe, job.checkpoint_key = part_size, per_stripe, key
+        job.checkpoint_written = True
+        for number, part in recorded.items():
+            token = upload.tokens.get(number)
+            expected = min(part_size, item.src.size - (number - 1) * part_size)
+            if token is not None and 1 <= number <= nparts and part.size == expected:
+                part.token = token
+                job.parts[number] = part
+        job.resumed = set(job.parts)
+        nbytes = sum(p.size for p in job.parts.values())
+        with self._lock:
+            self.report.bytes_resumed += nbytes
+        log.info(
+            "resuming the copy of %s: %d of %d parts (%.1f MiB) already at the destination",
+            item.rel,
+            len(job.parts),
+            nparts,
+            nbytes / MiB,
+        )
+        return job
+
+    def _part_done(self, job: _LargeCopy, part: PartResult) -> None:
+        with job.lock:
+            if part.number in job.parts:
+                return
+            job.parts[part.number] = part
+            schedule = job.checkpoint_key is not None and not job.checkpoint_pending
+            job.checkpoint_pending = job.checkpoint_pending or schedule
+        self.progress.add_bytes(part.size)
+        if schedule and self._checkpoints is not None:  # in the background, coalescing parts
+            self._checkpoints.submit(self._flush_checkpoint, job)
+
+    def _flush_checkpoint(self, job: _LargeCopy) -> None:
+        """Write `job`'s resume state, at most once per `checkpoint_interval` (and not before the
+        job has run that long: a copy that quick is cheaper to redo than to checkpoint)."""
+        delay = job.checkpoint_due - time.monotonic()
+        if delay > 0:
+            self.cancelled.wait(delay)
+        with job.lock:
+            job.checkpoint_pending = False
+            if job.finished and job.failed is None:  # completed (or completing): nothing to resume
+                return
+        job.checkpoint_due = time.monotonic() + self.checkpoint_interval
+        self._write_checkpoint(job)
+
     def _copy_stripe(self, job: _LargeCopy, stripe: int, nstripes: int, first: int, last: int) -> None:
         """Copy parts first..last-1 (0-based) of a large object: one streamed ranged read of the
-        source, each part hashed once (MD5 + CRC32C) as it arrives and handed to the destination's
-        `upload_stream` (parts / blocks / a resumable upload), one part in memory at a time."""
+        source from the first part not yet uploaded, each part read into a pooled buffer, hashed
+        once (MD5 + CRC32C) and handed to the destination's `upload_stream` (parts / blocks / a
+        resumable upload), one part in memory at a time. A retry continues after the parts
+        already uploaded."""
         item = job.item
         size, part_size = item.src.size, job.part_size
-        start, end = first * part_size, min(size, last * part_size)
-        counted: set[int] = set()
-        results: dict[int, PartResult] = {}
+        stripe_start, stripe_end = first * part_size, min(size, last * part_size)
         want_md5 = getattr(job.upload, "stream_needs_md5", True)
 
-        def attempt() -> dict[int, str]:
-            results.clear()
-            stream = self.src.open_range(item.src.key, start, end)
+        def attempt() -> None:
+            with job.lock:
+                # Parts the destination lost since (a GCS session gone) are sent again.
+                lost = [
+                    i for i in range(first, last) if i + 1 in job.parts and i + 1 not in job.upload.tokens
+                ]
+                for i in lost:
+                    size_lost = job.parts.pop(i + 1).size
+                    self.progress.add_bytes(-size_lost)
+                    if i + 1 in job.resumed:
+                        job.resumed.discard(i + 1)
+                        with self._lock:
+                            self.report.bytes_resumed -= size_lost
+                begin = next((i for i in range(first, last) if i + 1 not in job.parts), last)
+            if begin == last:
+                return
+            start = begin * part_size
+            stream = self.src.open_range(item.src.key, start, stripe_end)
+            yielded: list[PartResult] = []
 
             def chunks():
-                for index in range(first, last):
+                for index in range(begin, last):
                     if job.failed is not None or self.cancelled.is_set():
                         raise _Cancelled(f"copy of {item.rel} cancelled")
                     offset = index * part_size
                     length = min(part_size, size - offset)
-                    reserved = self.budget.acquire(length)
+                    buf = self.budget.take_buffer(part_size if length <= part_size else length)
                     try:
-                        data = read_full(stream, length)
-                        if len(data) != length:
+                        view = memoryview(buf)[:length]
+                        got = readinto_full(stream, view)
+                        if got != length:
                             raise IntegrityError(
-                                f"{self.src.uri(item.src.key)} part {index + 1}: read {len(data)} of {length} bytes"
+                                f"{self.src.uri(item.src.key)} part {index + 1}: read {got} of {length} bytes"
                             )
-                        md5 = hashlib.md5(data).digest() if want_md5 else b""
-                        results[index + 1] = PartResult(index + 1, length, md5, crc32c_value(data))
-                        yield index + 1, offset, data, md5
-                        data = b""  # uploaded: drop the buffer before the next part is read
+                        md5 = hashlib.md5(view).digest() if want_md5 else b""
+                        part = PartResult(index + 1, length, md5, crc32c_value(view))
+                        yielded.append(part)
+                        yield index + 1, offset, view, md5
+                        del view
+                        # Asked for the next part: this one is durably uploaded.
+                        self._part_done(job, part)
                     finally:
-                        self.budget.release(reserved)
-                    if index not in counted:
-                        counted.add(index)
-                        self.progress.add_bytes(length)
+                        self.budget.give_buffer(buf)
 
             parts = chunks()
             try:
-                return job.upload.upload_stream(stripe, nstripes, end - start, parts)
+                job.upload.upload_stream(
+                    stripe, nstripes, stripe_end - stripe_start, parts, start=stripe_start
+                )
+                for part in yielded:
+                    self._part_done(job, part)
             finally:
-                # Close the generator now (releasing its part's budget) rather than when the
-                # traceback of a failed attempt lets go of it: a retry may need that budget.
+                # Close the generator now (returning its buffer) rather than when the traceback
+                # of a failed attempt lets go of it: a retry may need that buffer.
                 parts.close()
                 with contextlib.suppress(Exception):
                     stream.close()
@@ -738,13 +975,8 @@ class TransferEngine:
         try:
             if job.failed is not None or self.cancelled.is_set():
                 return
-            tokens = _retry(
-                attempt, f"copy {item.rel} stripe {stripe + 1}/{nstripes}", self.retries, self.cancelled
-            )
+            _retry(attempt, f"copy {item.rel} stripe {stripe + 1}/{nstripes}", self.retries, self.cancelled)
             with job.lock:
-                for number, part in results.items():
-                    part.token = tokens.get(number)
-                    job.parts[number] = part
                 done = len(job.parts) == job.nparts and job.failed is None and not job.finished
                 if done:
                     job.finished = True
@@ -757,12 +989,29 @@ class TransferEngine:
                     job.failed = exc
                     job.finished = True
             if first_failure:
-                job.upload.abort()
+                self._give_up_large(job, exc)
                 self._failed(item, exc)
+
+    def _give_up_large(self, job: _LargeCopy, exc: BaseException) -> None:
+        """After a failure: keep the uploaded parts for the next run when the upload is resumable
+        (and was not already a resumed one failing again), else discard them."""
+        keep = (
+            job.checkpoint_key is not None
+            and not isinstance(exc, IntegrityError)
+            and (not job.resumed or isinstance(exc, _Cancelled) or is_transient(exc))
+        )
+        if keep:
+            self._write_checkpoint(job)
+            log.info("partial copy of %s kept: a rerun continues it", job.item.rel)
+        else:
+            job.upload.abort()
+            self._drop_checkpoint(job)
 
     def _finish_large(self, job: _LargeCopy) -> None:
         item = job.item
         parts = [job.parts[n] for n in sorted(job.parts)]
+        for p in parts:
+            p.token = p.token or job.upload.tokens.get(p.number)
         crc = parts[0].crc32c
         for p in parts[1:]:
             crc = crc32c_combine(crc, p.crc32c, p.size)
@@ -789,9 +1038,11 @@ class TransferEngine:
             except IntegrityError:
                 self.dst.delete(item.dst_key)
                 raise
+            self._drop_checkpoint(job)
             self._succeeded(item, strong)
         except Exception as exc:
             job.upload.abort()
+            self._drop_checkpoint(job)
             self._failed(item, exc)
 
     def _stripes_for(self, nparts: int) -> int:
@@ -803,33 +1054,46 @@ class TransferEngine:
 
     def _start_large(self, pool: ThreadPoolExecutor, item: _Item, futures: list[Future]) -> None:
         size = item.src.size
-        part_size = max(self.part_size, -(-size // self.dst.max_parts))
-        nparts = -(-size // part_size)
-        try:
-            # S3 takes metadata only when the upload starts: record the source's identity there.
-            start_meta = {**self._meta(item, None, None), META_PART_SIZE: str(part_size)}
-            upload = _retry(
-                lambda: self.dst.begin_multipart(item.dst_key, metadata=start_meta),
-                f"start upload {item.rel}",
-                self.retries,
-                self.cancelled,
-            )
-        except Exception as exc:
-            self._failed(item, exc)
+        job = self._resume_large(item) if self.resume and item.src.etag else None
+        if job is None:
+            part_size = max(self.part_size, -(-size // self.dst.max_parts))
+            nparts = -(-size // part_size)
+            try:
+                # S3 takes metadata only when the upload starts: record the source's identity there.
+                start_meta = {**self._meta(item, None, None), META_PART_SIZE: str(part_size)}
+                if self.resume and item.src.etag:
+                    resume_id = self._resume_id(item, part_size)
+                    begin = lambda: self.dst.begin_resumable(item.dst_key, resume_id, metadata=start_meta)  # noqa: E731
+                else:
+                    begin = lambda: self.dst.begin_multipart(item.dst_key, metadata=start_meta)  # noqa: E731
+                upload = _retry(begin, f"start upload {item.rel}", self.retries, self.cancelled)
+            except Exception as exc:
+                self._failed(item, exc)
+                return
+            job = _LargeCopy(item, upload, nparts)
+            job.part_size = part_size
+            job.per_stripe = -(-nparts // self._stripes_for(nparts))
+            if self.resume and item.src.etag and upload.resume_state() is not None:
+                job.checkpoint_key = self._checkpoint_key(item)
+                job.checkpoint_due = time.monotonic() + self.checkpoint_interval
+        nstripes = -(-job.nparts // job.per_stripe)
+        with job.lock:
+            job.finished = len(job.parts) == job.nparts
+        if job.finished:  # every part was already uploaded by the interrupted run
+            futures.append(pool.submit(self._finish_large, job))
             return
-        job = _LargeCopy(item, upload, nparts)
-        job.part_size = part_size
-        per_stripe = -(-nparts // self._stripes_for(nparts))
-        nstripes = -(-nparts // per_stripe)
         for stripe in range(nstripes):
-            first = stripe * per_stripe
-            last = min(nparts, first + per_stripe)
+            first = stripe * job.per_stripe
+            last = min(job.nparts, first + job.per_stripe)
+            if all(n + 1 in job.parts for n in range(first, last)):
+                continue
             futures.append(pool.submit(self._copy_stripe, job, stripe, nstripes, first, last))
 
     # ---- the run
     def run(self) -> TransferReport:
         t0 = time.monotonic()
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sky-transfer")
+        self._checkpoints = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sky-transfer-resume")
         try:
             items, extraneous, _skipped = self.plan(pool)
             est = self.estimate(items)
@@ -899,6 +1163,8 @@ class TransferEngine:
                         self.report.files_deleted += 1
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            self._checkpoints.shutdown(wait=True)
+            self.budget.drop_idle()
         r = self.report
         r.seconds = time.monotonic() - t0
         r.verified = r.files_failed == 0 and r.files_size_only == 0
@@ -931,7 +1197,9 @@ def transfer(
     (64 MiB), memory_budget (512 MiB), server_side (True), skip_identical (True),
     delete_extraneous (False), progress (callback taking TransferProgress), progress_interval (s),
     egress_price_per_gb (callable (src_cloud, src_region, dst_cloud, dst_region) -> USD/GB),
-    throughput_hint (bytes/s for the time estimate), max_cost_usd, dry_run, retries.
+    throughput_hint (bytes/s for the time estimate), max_cost_usd, dry_run, retries, resume (True:
+    a large object whose copy was interrupted continues from the parts already uploaded, see
+    `_resume_large`), checkpoint_interval (2 s: how often that resume state is recorded).
 
     A source URI ending in '/' (or naming no single object) is a prefix: every object under it is
     copied to the same relative key under the destination prefix. Raises TransferError (with

@@ -1,0 +1,442 @@
+"""FUSE bucket mounts on a node with `rclone mount`: detect the tool, mount, unmount.
+
+Everything on the node runs through the runner as a small stdlib-only Python helper (the node's
+interpreter is already needed by the job driver). Credentials never travel on a command line:
+the mount request (rclone's `RCLONE_CONFIG_<REMOTE>_*` variables included) is written as a 0600
+file with `write_text`, read and deleted by the helper, and handed to the rclone process through
+its environment only. rclone logs (NOTICE level, no credentials) go to `~/.sky/mounts/<key>.log`.
+
+Every mount leaves a `<key>.path` marker so `unmount_all` finds it on teardown; it also unmounts
+any FUSE file system left under the node's home (the local backend's node directories), so
+deleting a node directory never walks into a live bucket.
+
+`copy` is the node-side COPY: the node itself runs `rclone copy` (same request file, same
+credential handling) so bucket data goes straight from the store to the node, and reports what it
+moved from rclone's final stats (`copy-<key>.log`, JSON lines).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from airflow_provider_sky.execution.runner import CommandRunner, RunResult
+
+MOUNT_DIR = ".sky/mounts"
+#: rclone VFS cache mode per file-mount mode: MOUNT streams (sequential writes, uploaded on close),
+#: MOUNT_CACHED keeps a local cache (random writes, uploaded when the file is closed).
+CACHE_MODES = {"MOUNT": "off", "MOUNT_CACHED": "full"}
+
+_HELPER = r"""
+import json, os, shutil, subprocess, sys, time
+
+def esc(p):
+    return p.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011").replace("\n", "\\012")
+
+def unesc(p):
+    for a, b in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        p = p.replace(a, b)
+    return p
+
+def mounts():
+    try:
+        with open("/proc/self/mounts") as fh:
+            return [(unesc(f[1]), f[2]) for f in (line.split() for line in fh) if len(f) > 2]
+    except OSError:
+        return []
+
+def mounted(path):
+    return any(p == path for p, _ in mounts())
+
+def which(name, home):
+    extra = [os.path.join(home, ".sky", "bin"), os.path.expanduser("~/.local/bin")]
+    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", "")] + extra))
+
+def mount_pids(path):
+    pids = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as fh:
+                argv = fh.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if len(argv) > 3 and os.path.basename(argv[0]).startswith("rclone") and argv[1] == "mount" and argv[3] == path:
+            pids.append(pid)
+    return pids
+
+def umount(path, drain=300.0):
+    pids = mount_pids(path)
+    tools = [t for t in (shutil.which("fusermount3"), shutil.which("fusermount")) if t]
+    for argv in [[t, "-u", path] for t in tools] + [["umount", path]]:
+        if subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+            break
+    deadline = time.monotonic() + 10
+    while mounted(path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if mounted(path):  # busy: detach it now, the kernel drops it when the last user goes
+        for argv in [[t, "-uz", path] for t in tools] + [["umount", "-l", path]]:
+            if subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+                break
+    # rclone uploads what its cache still holds after the unmount, then exits: wait for that.
+    deadline = time.monotonic() + drain
+    while any(os.path.exists("/proc/" + p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not mounted(path)
+
+def detect(home):
+    fuse = os.path.exists("/dev/fuse") and os.access("/dev/fuse", os.R_OK | os.W_OK)
+    out = {"rclone": which("rclone", home), "fuse": fuse,
+           "fusermount": shutil.which("fusermount3") or shutil.which("fusermount")}
+    print(json.dumps(out))
+
+def mount(req_path, home):
+    with open(req_path) as fh:
+        req = json.load(fh)
+    os.remove(req_path)
+    path, mdir, key = req["path"], req["dir"], req["key"]
+    fp_file = os.path.join(mdir, key + ".fp")
+    if mounted(path):
+        try:
+            same = open(fp_file).read() == req["fingerprint"]
+        except OSError:
+            same = False
+        if same and os.path.isdir(path):
+            print("reused")
+            return 0
+        if not umount(path):
+            print("cannot unmount the earlier mount at " + path, file=sys.stderr)
+            return 3
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(mdir, key + ".path"), "w") as fh:
+        fh.write(path)
+    log = os.path.join(mdir, key + ".log")
+    env = dict(os.environ)
+    env.update(req["env"])
+    argv = [req["rclone"] or which("rclone", home), "mount", req["remote"], path, "--daemon",
+            "--daemon-wait", "60s", "--config", os.path.join(mdir, "rclone.conf"), "--log-file", log,
+            "--log-level", "NOTICE", "--cache-dir", os.path.join(mdir, "cache-" + key)] + req["args"]
+    open(os.path.join(mdir, "rclone.conf"), "a").close()
+    try:
+        rc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=mdir).returncode
+    except OSError as exc:
+        print("cannot run %s: %s" % (argv[0], exc.strerror), file=sys.stderr)
+        return 4
+    deadline = time.monotonic() + 10
+    while rc == 0 and not mounted(path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if rc != 0 or not mounted(path):
+        try:
+            tail = open(log, errors="replace").read()[-1500:]
+        except OSError:
+            tail = ""
+        print("rclone mount exited with %d: %s" % (rc, tail.strip()), file=sys.stderr)
+        return 4
+    with open(fp_file, "w") as fh:
+        fh.write(req["fingerprint"])
+    print("mounted")
+    return 0
+
+def unmount_all(home):
+    mdir = os.path.join(home, ".sky", "mounts")
+    paths = []
+    if os.path.isdir(mdir):
+        for name in sorted(os.listdir(mdir)):
+            if name.endswith(".path"):
+                try:
+                    paths.append(open(os.path.join(mdir, name)).read())
+                except OSError:
+                    pass
+    under = home.rstrip("/") + "/"
+    paths += [p for p, kind in mounts() if kind.startswith("fuse") and p.startswith(under)]
+    done, failed = [], []
+    for path in dict.fromkeys(paths):
+        if not mounted(path):
+            continue
+        (done if umount(path) else failed).append(path)
+    if os.path.isdir(mdir):
+        for name in os.listdir(mdir):
+            if name.endswith((".path", ".fp")):
+                os.remove(os.path.join(mdir, name))
+    print(json.dumps({"unmounted": done, "failed": failed}))
+    return 1 if failed else 0
+
+def copy(req_path, home):
+    with open(req_path) as fh:
+        req = json.load(fh)
+    os.remove(req_path)
+    path, mdir, key = req["path"], req["dir"], req["key"]
+    os.makedirs(path, exist_ok=True)
+    log = os.path.join(mdir, "copy-" + key + ".log")
+    differ = os.path.join(mdir, "copy-" + key + ".differ")  # changed files: checked, then transferred
+    conf = os.path.join(mdir, "rclone.conf")
+    open(conf, "a").close()
+    open(log, "w").close()  # this run's lines only
+    env = dict(os.environ)
+    env.update(req["env"])
+    argv = [req["rclone"] or which("rclone", home), "copy", req["remote"], path, "--config", conf,
+            "--log-file", log, "--use-json-log", "--log-level", "NOTICE", "--stats", "1h",
+            "--stats-log-level", "NOTICE", "--differ", differ] + req["args"]
+    start = time.monotonic()
+    try:
+        rc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=mdir).returncode
+    except OSError as exc:
+        print("cannot run %s: %s" % (argv[0], exc.strerror), file=sys.stderr)
+        return 4
+    seconds = time.monotonic() - start
+    stats, errors = {}, []
+    with open(log, errors="replace") as fh:
+        for line in fh:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec.get("stats"), dict):
+                stats = rec["stats"]
+            if rec.get("level") in ("error", "critical", "fatal"):
+                obj = rec.get("object")
+                errors.append(("%s: %s" % (obj, rec.get("msg")) if obj else str(rec.get("msg"))).strip())
+    try:
+        with open(differ, errors="replace") as fh:
+            changed = sum(1 for line in fh if line.strip())
+        os.remove(differ)
+    except OSError:
+        changed = 0
+    transfers, checks = int(stats.get("transfers") or 0), int(stats.get("checks") or 0)
+    unchanged = max(checks - changed, 0)
+    if rc != 0 and not errors and stats.get("lastError"):
+        errors.append(str(stats["lastError"]))
+    print(json.dumps({"rc": rc, "files": transfers + unchanged, "copied": transfers, "unchanged": unchanged,
+                      "bytes": int(stats.get("bytes") or 0), "seconds": round(seconds, 3),
+                      "errors": errors[-5:]}))
+    return 0 if rc == 0 else 5
+
+cmd, home = sys.argv[1], sys.argv[2]
+if cmd == "detect":
+    detect(home)
+elif cmd == "mount":
+    sys.exit(mount(sys.argv[3], home))
+elif cmd == "unmount-all":
+    sys.exit(unmount_all(home))
+elif cmd == "copy":
+    sys.exit(copy(sys.argv[3], home))
+"""
+
+
+class MountError(RuntimeError):
+    """A mount could not be set up on a node (the message holds rclone's own reason)."""
+
+
+@dataclass(frozen=True)
+class MountTools:
+    """What a node offers for FUSE mounts."""
+
+    rclone: str | None
+    fuse: bool
+    fusermount: str | None
+
+    @property
+    def usable(self) -> bool:
+        return bool(self.rclone and self.fuse and self.fusermount)
+
+    @property
+    def can_copy(self) -> bool:
+        """A node-side COPY needs rclone only (no FUSE)."""
+        return bool(self.rclone)
+
+    def missing(self) -> list[str]:
+        """Human-readable list of what is missing (empty when usable)."""
+        out = []
+        if not self.rclone:
+            out.append("rclone")
+        if not self.fuse:
+            out.append("a usable /dev/fuse")
+        if not self.fusermount:
+            out.append("fusermount3 (fuse3)")
+        return out
+
+
+@dataclass(frozen=True)
+class MountRequest:
+    """One bucket to mount at an absolute node path; `env` holds rclone's remote config (secret)."""
+
+    path: str
+    remote: str
+    env: Mapping[str, str] = field(repr=False)
+    mode: str = "MOUNT"
+    read_only: bool = False
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(self.path.encode()).hexdigest()[:16]
+
+    @property
+    def fingerprint(self) -> str:
+        """Identity of what is mounted (no secret in it): remote, mode and access."""
+        return f"{self.remote}|{self.mode}|{'ro' if self.read_only else 'rw'}"
+
+    def rclone_args(self) -> list[str]:
+        args = ["--vfs-cache-mode", CACHE_MODES.get(self.mode, "off"), "--dir-cache-time", "10s"]
+        if self.mode == "MOUNT_CACHED":
+            args += ["--vfs-write-back", "0s"]
+        if self.read_only:
+            args.append("--read-only")
+        return args
+
+
+#: `rclone copy` flags of a node-side COPY: compare by size and hash (`--checksum`; rclone also
+#: verifies each transferred file's hash when both sides have one), list in one pass, and move many
+#: objects at once; large objects are fetched in parallel chunks (rclone's multi-thread default).
+COPY_ARGS: tuple[str, ...] = (
+    "--checksum",
+    "--fast-list",
+    "--transfers", "16",
+    "--checkers", "16",
+    "--retries", "3",
+    "--low-level-retries", "10",
+)  # fmt: skip
+
+
+class CopyError(MountError):
+    """A node-side `rclone copy` failed (the message holds rclone's errors, credentials redacted)."""
+
+
+@dataclass(frozen=True)
+class CopyRequest:
+    """Copy the objects under `remote` into the absolute node directory `path`; `env` is secret."""
+
+    path: str
+    remote: str
+    env: Mapping[str, str] = field(repr=False)
+    args: tuple[str, ...] = COPY_ARGS
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(self.path.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """What one node-side copy did, from rclone's final stats: objects seen (`files` = `copied` +
+    `unchanged`), bytes transferred and the wall time on the node."""
+
+    files: int
+    copied: int
+    unchanged: int
+    bytes: int
+    seconds: float
+
+
+def _helper(runner: CommandRunner, cmd: str, *extra: str, timeout: float | None) -> RunResult:
+    """Run the helper's `cmd` on the node: argv is [cmd, node home, *extra]."""
+    return runner.run([runner.python, "-I", "-S", "-c", _HELPER, cmd, runner.home, *extra], timeout=timeout)
+
+
+def detect_tools(runner: CommandRunner, timeout: float = 30) -> MountTools:
+    """rclone on the node's PATH (or ~/.sky/bin), /dev/fuse usable and fusermount present."""
+    result = _helper(runner, "detect", timeout=timeout)
+    try:
+        data = json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return MountTools(None, False, None)
+    return MountTools(data.get("rclone"), bool(data.get("fuse")), data.get("fusermount"))
+
+
+def mount(runner: CommandRunner, tools: MountTools, request: MountRequest, timeout: float = 120) -> bool:
+    """Mount on the node; False when the same mount was already there (reused). Raises MountError."""
+    req_path = f"{runner.home.rstrip('/')}/{MOUNT_DIR}/req-{secrets.token_hex(8)}.json"
+    body = {
+        "path": request.path,
+        "dir": f"{runner.home.rstrip('/')}/{MOUNT_DIR}",
+        "key": request.key,
+        "remote": request.remote,
+        "env": dict(request.env),
+        "args": request.rclone_args(),
+        "fingerprint": request.fingerprint,
+        "rclone": tools.rclone,
+    }
+    runner.write_text(req_path, json.dumps(body), mode=0o600)
+    result = _helper(runner, "mount", req_path, timeout=timeout)
+    if result.returncode != 0:
+        _scrub_request(runner, req_path)
+        detail = _redact((result.stderr or result.stdout).strip(), request.env.values())
+        raise MountError(f"rclone could not mount {request.remote} at {request.path}: {detail}")
+    return "reused" not in result.stdout
+
+
+def copy(
+    runner: CommandRunner, tools: MountTools, request: CopyRequest, timeout: float | None = None
+) -> CopyResult:
+    """`rclone copy` on the node (unchanged files are skipped); raises CopyError.
+
+    No timeout by default: rclone's own I/O timeouts end a stalled transfer.
+    """
+    mdir = f"{runner.home.rstrip('/')}/{MOUNT_DIR}"
+    req_path = f"{mdir}/req-{secrets.token_hex(8)}.json"
+    body = {
+        "path": request.path,
+        "dir": mdir,
+        "key": request.key,
+        "remote": request.remote,
+        "env": dict(request.env),
+        "args": list(request.args),
+        "rclone": tools.rclone,
+    }
+    runner.write_text(req_path, json.dumps(body), mode=0o600)
+    try:
+        result = _helper(runner, "copy", req_path, timeout=timeout)
+    except Exception:
+        _scrub_request(runner, req_path)
+        raise
+    try:
+        data = json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        data = None
+    if result.returncode != 0 or not isinstance(data, dict):
+        _scrub_request(runner, req_path)
+        if isinstance(data, dict) and data.get("errors"):
+            detail = "; ".join(str(e) for e in data["errors"])
+        else:
+            detail = (result.stderr or result.stdout).strip()[-1500:]
+        detail = _redact(detail, request.env.values())
+        rc = data.get("rc") if isinstance(data, dict) else result.returncode
+        raise CopyError(f"rclone copy {request.remote} -> {request.path} failed (exit {rc}): {detail}")
+    return CopyResult(
+        files=int(data["files"]),
+        copied=int(data["copied"]),
+        unchanged=int(data["unchanged"]),
+        bytes=int(data["bytes"]),
+        seconds=float(data["seconds"]),
+    )
+
+
+def _scrub_request(runner: CommandRunner, req_path: str) -> None:
+    """Remove a request file the helper did not consume (it holds credentials)."""
+    with contextlib.suppress(Exception):  # best effort: the node may be gone
+        runner.run(["rm", "-f", "--", req_path], timeout=30)
+
+
+def _redact(text: str, values: Iterable[str]) -> str:
+    for value in values:
+        if value and len(str(value)) >= 6:
+            text = text.replace(str(value), "***")
+    return text
+
+
+def unmount_all(runner: CommandRunner, timeout: float = 400) -> dict[str, list[str]]:
+    """Unmount every bucket mount of the node (and any FUSE mount under its home).
+
+    Each unmount waits (up to 300 s) for its rclone to upload what its cache holds and exit.
+    """
+    result = _helper(runner, "unmount-all", timeout=timeout)
+    try:
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"unmounted": [], "failed": [f"{runner.home}: {result.stderr.strip()[-500:]}"]}
