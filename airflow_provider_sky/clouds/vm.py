@@ -5,6 +5,7 @@ file they record node host keys in, and SSH runners to the nodes (directly, or t
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +77,24 @@ class SshVmCloud(Cloud):
             ) from exc
         self.ssh_jump_host = ssh_jump_host or None
         self.ssh_proxy_command = ssh_proxy_command or None
+
+    def configure_from_extras(self, extra: Mapping[str, Any]) -> None:
+        """Apply ``<cloud>_ssh_user``, ``_ssh_port``, ``_ssh_jump_host``, ``_ssh_proxy_command`` and
+        ``_use_private_ips`` from the sky connection's extras (unset ones are left as they are)."""
+
+        def get(key: str) -> Any:
+            value = extra.get(f"{self.name}_{key}")
+            return None if value in (None, "") else value
+
+        self.configure_ssh(
+            ssh_user=get("ssh_user"),
+            ssh_port=get("ssh_port"),
+            ssh_jump_host=get("ssh_jump_host"),
+            ssh_proxy_command=get("ssh_proxy_command"),
+        )
+        private = get("use_private_ips")
+        if private is not None:
+            self.use_private_ips = str(private).strip().lower() in ("1", "true", "yes", "on")
 
     def key_path(self) -> Path:
         return self.key_dir / "sky-key"

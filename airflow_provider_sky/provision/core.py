@@ -176,6 +176,7 @@ class SkyCore:
                 if settings.extra.get("gcp_project"):
                     fields.setdefault("project", settings.extra["gcp_project"])
                 clouds[name] = GcpCloud.from_connection(fields)
+                clouds[name].configure_from_extras(settings.extra)  # gcp_ssh_user, gcp_ssh_jump_host ...
             elif name == "azure":
                 from airflow_provider_sky.clouds.azure import AzureCloud
 
@@ -183,6 +184,7 @@ class SkyCore:
                 if settings.extra.get("azure_subscription_id"):
                     fields.setdefault("subscriptionId", settings.extra["azure_subscription_id"])
                 clouds[name] = AzureCloud.from_connection(fields)
+                clouds[name].configure_from_extras(settings.extra)  # azure_ssh_user, azure_ssh_proxy_command ...
         return cls(store, clouds, settings)
 
     # ---- placement ----------------------------------------------------------------------
