@@ -246,3 +246,41 @@ def test_retry_adopts_a_job_the_dead_try_submitted_but_never_recorded(sky_env: S
     result = SkyTaskOperator(task_id="adopt", run=script, poll_interval=0.1).execute(_context("adopt", TaskStateStore()))
     assert result["job_id"] == job_id
     assert len(sky_env.store.list_jobs(cluster_name=name)) == 1
+
+
+def test_on_kill_tears_down_a_job_that_ignores_sigterm(sky_env: SkyCore) -> None:
+    """Airflow SIGKILLs a killed task soon after SIGTERM: the job gets a short grace, then the
+    cluster still goes, and the job's processes with it."""
+    import os
+
+    from airflow_provider_sky.operators.sky import ON_KILL_GRACE
+
+    run = "trap '' TERM; echo pgid=$(ps -o pgid= -p $$ | tr -d ' '); while true; do sleep 0.2; done"
+    op = SkyTaskOperator(task_id="stubborn", run=run, poll_interval=0.1)
+    errors: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _run_catching(op, _context("stubborn", TaskStateStore()), errors))
+    thread.start()
+    name = cluster_name_for("lifecycle", "stubborn", "manual__1")
+    pgid = None
+    deadline = time.time() + 30
+    while time.time() < deadline and pgid is None:
+        jobs = sky_env.store.list_jobs(cluster_name=name)
+        text = sky_env.read_log(name, jobs[0].job_id, 0)[0] if jobs else ""
+        if "pgid=" in text:
+            pgid = int(text.split("pgid=")[1].split()[0])
+        time.sleep(0.1)
+    assert pgid is not None and ON_KILL_GRACE < 10
+    op.on_kill()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and errors
+    assert sky_env.store.list_jobs(cluster_name=name)[0].status is JobStatus.CANCELLED
+    assert sky_env.store.get_cluster(name).status is ClusterStatus.TERMINATED
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)
+
+
+def _run_catching(op: SkyTaskOperator, context: dict[str, Any], errors: list[BaseException]) -> None:
+    try:
+        op.execute(context)
+    except BaseException as exc:
+        errors.append(exc)

@@ -73,6 +73,10 @@ class _OffsetSaver:
         self.saved, self.saved_at = self.offset, time.monotonic()
 
 
+#: Seconds a killed task's job gets between SIGTERM and SIGKILL when its cluster is torn down.
+ON_KILL_GRACE = 2.0
+
+
 class SkyTaskOperator(BaseOperator):
     """Run a task on the cheapest/fastest placement the broker finds, or on the local backend.
 
@@ -901,10 +905,13 @@ class SkyTaskOperator(BaseOperator):
         if not live:
             return
         core = self.hook.core
+        down = self._tear_down()
         if live.get("job_id") is not None:
             self.log.info("Cancelling job %s on %s", live["job_id"], live["cluster"])
-            core.cancel(live["cluster"], int(live["job_id"]))
-        if self._tear_down():
+            # Airflow SIGKILLs a killed task a few seconds after SIGTERM: when the cluster goes
+            # anyway, give the job only a short grace so the teardown below always gets its turn.
+            core.cancel(live["cluster"], int(live["job_id"]), grace=ON_KILL_GRACE if down else None)
+        if down:
             self.log.info("Tearing down cluster %s", live["cluster"])
             core.down(live["cluster"])
 

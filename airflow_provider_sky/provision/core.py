@@ -673,10 +673,14 @@ class SkyCore:
             return []
         return data.decode("utf-8", "replace").splitlines()[-lines:]
 
-    def cancel(self, cluster_name: str, job_id: int) -> None:
-        """Cancel a job (its whole process tree on every node)."""
+    def cancel(self, cluster_name: str, job_id: int, grace: float | None = None) -> None:
+        """Cancel a job (its whole process tree on every node): SIGTERM, SIGKILL after `grace` s."""
         with contextlib.suppress(ConfigError, FileNotFoundError, jobs.JobNotFoundError):
-            jobs.cancel_job(self._runners(cluster_name)[0], job_id)
+            runner = self._runners(cluster_name)[0]
+            if grace is None:
+                jobs.cancel_job(runner, job_id)
+            else:
+                jobs.cancel_job(runner, job_id, grace=grace)
         self.store.set_job_status(cluster_name, job_id, JobStatus.CANCELLED)
 
     def outcome(self, cluster_name: str, job_id: int) -> JobOutcome:

@@ -12,7 +12,7 @@ import asyncio
 import contextvars
 import functools
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -29,6 +29,8 @@ _EXECUTOR = ThreadPoolExecutor(max_workers=32, thread_name_prefix="sky-trigger")
 KILL_WAIT_SECONDS = 20.0
 #: Longest error message an event carries.
 MAX_MESSAGE = 8000
+#: Teardowns of killed triggers still running (a reference keeps each task alive to its end).
+_KILLS: set[asyncio.Future[Any]] = set()
 
 
 class _SkyTrigger(BaseTrigger):
@@ -47,6 +49,15 @@ class _SkyTrigger(BaseTrigger):
         future = loop.run_in_executor(_EXECUTOR, call)
         self._inflight = future
         return await asyncio.shield(future)
+
+    async def _to_the_end(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run an `on_kill` body to its end even when `on_kill` itself is cancelled: Airflow 3.3's
+        triggerer cancels a killed trigger again at every state sync (about once a second), which
+        would otherwise stop the cancel or the teardown midway and leave the cluster behind."""
+        task = asyncio.ensure_future(work)
+        _KILLS.add(task)
+        task.add_done_callback(_KILLS.discard)
+        await asyncio.shield(task)
 
     async def _settle(self) -> None:
         """Wait (bounded) for a blocking call a cancellation left running."""
@@ -134,6 +145,9 @@ class SkyLaunchTrigger(_SkyTrigger):
     async def on_kill(self) -> None:
         """The deferred task was killed mid-launch: let the launch finish (bounded), tear down."""
         self._cancelled.set()
+        await self._to_the_end(self._kill())
+
+    async def _kill(self) -> None:
         await self._settle()
         core = await asyncio.to_thread(self._core)
         done = await asyncio.to_thread(deferred.kill, core, self.cluster_name, None, self.down_on_kill)
@@ -222,6 +236,9 @@ class SkyJobTrigger(_SkyTrigger):
 
     async def on_kill(self) -> None:
         """The user killed the deferred task: cancel the job and tear down what the task owns."""
+        await self._to_the_end(self._kill())
+
+    async def _kill(self) -> None:
         await self._settle()
         core = await asyncio.to_thread(self._core)
         done = await asyncio.to_thread(deferred.kill, core, self.cluster_name, self.job_id, self.down_on_kill)
