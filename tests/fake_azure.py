@@ -6,7 +6,13 @@ wire format: ``properties`` envelopes, long-running PUT/DELETE/POST answered 201
 ``Azure-AsyncOperation`` header whose status document goes InProgress -> Succeeded | Failed after
 `op_polls` reads, idempotent PUT, 204 on deleting a missing resource, the real error payloads
 (``{"error": {"code", "message"}}``). A VM whose allocation fails stays behind in provisioning state
-``Failed``, as on Azure; deleting a VM deletes its NICs / public IPs marked ``deleteOption: Delete``.
+``Failed``, as on Azure; deleting a VM deletes its NICs / public IPs / OS disk marked ``deleteOption:
+Delete``. A created VM gets a managed OS disk (``Microsoft.Compute/disks``, named by ``osDisk.name``,
+untagged as on Azure). NSG ``securityRules`` are a child resource (PUT/GET/DELETE, long-running; a
+second inbound rule at a taken priority is refused with 400 ``SecurityRuleConflict``); a PUT of the
+NSG replaces its rule list, as on Azure. Resource groups: PUT, GET, HEAD, ``.../resources`` (list),
+DELETE (202 + ``Location`` polled at ``/operationresults``; deletes everything in the group; a PUT
+meanwhile gets 409 ``ResourceGroupBeingDeleted``).
 
 Fault rules (`add_fault`), keys optional, strings are fnmatch globs: ``method`` (PUT, DELETE, GET,
 POST or ``*``; default PUT), ``kind`` (resource type, default ``virtualMachines``; ``*`` = any),
@@ -54,9 +60,9 @@ SYNC_STATUS = {
 }
 PROVIDERS = {"virtualmachines": "Microsoft.Compute", "virtualnetworks": "Microsoft.Network",
              "networksecuritygroups": "Microsoft.Network", "publicipaddresses": "Microsoft.Network",
-             "networkinterfaces": "Microsoft.Network"}  # fmt: skip
+             "networkinterfaces": "Microsoft.Network", "disks": "Microsoft.Compute"}  # fmt: skip
 TYPES = {k: k for k in ("virtualMachines", "virtualNetworks", "networkSecurityGroups", "publicIPAddresses",
-                        "networkInterfaces")}  # fmt: skip
+                        "networkInterfaces", "disks")}  # fmt: skip
 TYPES_BY_LOWER = {k.lower(): k for k in TYPES}
 
 
@@ -210,6 +216,21 @@ class FakeArm:
         return [r for kind in ("/virtualMachines", "/networkInterfaces", "/publicIPAddresses")
                 for r in self._of(kind, cluster_name)]  # fmt: skip
 
+    def in_groups(self, prefix: str) -> dict[str, list[str]]:
+        """Resource groups named `prefix`* and the ids of what they hold (a whole-leak check)."""
+        with self.lock:
+            out: dict[str, list[str]] = {}
+            for key, group in self.groups.items():
+                if key.startswith(prefix.lower()):
+                    start = f"{group['id']}/".lower()
+                    out[group["name"]] = sorted(r["id"] for k, r in self.resources.items() if k.startswith(start))
+            return out
+
+    def disks(self, group: str) -> list[str]:
+        with self.lock:
+            start = f"/subscriptions/{self.subscription}/resourcegroups/{group.lower()}/"
+            return [r["name"] for k, r in self.resources.items() if k.startswith(start) and r["type"].endswith("/disks")]
+
     def vms(self, cluster_name: str) -> list[dict[str, Any]]:
         return self._of("/virtualMachines", cluster_name)
 
@@ -249,6 +270,9 @@ class FakeArm:
         if parts[1] != self.subscription:
             return self._error(404, "SubscriptionNotFound", f"The subscription '{parts[1]}' could not be found.")
         with self.lock:
+            if low[2:3] == ["operationresults"]:
+                self.calls["operationResults.get"] += 1
+                return self._operation_result(parts[3])
             if low[2:3] == ["providers"] and "operations" in low:
                 self.calls["operations.get"] += 1
                 return self._operation(parts[-1])
@@ -262,6 +286,13 @@ class FakeArm:
                 return self._group(method, group, body)
             if group.lower() not in self.groups:
                 return self._error(404, "ResourceGroupNotFound", f"Resource group '{group}' could not be found.")
+            if len(parts) == 5 and low[4] == "resources":
+                self.calls["resources.listByResourceGroup"] += 1
+                return 200, {"value": self._group_resources(group)}, {}
+            if self.groups[group.lower()].get("_deleting") and method in ("PUT", "POST", "PATCH"):
+                return self._being_deleted(group)
+            if len(parts) == 10 and low[6] == "networksecuritygroups" and low[8] == "securityrules":
+                return self._security_rule(method, "/" + "/".join(parts[:8]), parts[9], body)
             if len(parts) == 7 and low[-1] == "virtualmachines":
                 self.calls["virtualMachines.list"] += 1
                 return 200, {"value": self._list(group, query)}, {}
@@ -281,6 +312,17 @@ class FakeArm:
         self.calls[f"resourceGroups.{method}"] += 1
         key = name.lower()
         rid = f"/subscriptions/{self.subscription}/resourceGroups/{name}"
+        if method == "PUT" and self.groups.get(key, {}).get("_deleting"):
+            return self._being_deleted(name)
+        if method == "DELETE":
+            if key not in self.groups:
+                return self._error(404, "ResourceGroupNotFound", f"Resource group '{name}' could not be found.")
+            self.groups[key]["_deleting"] = True
+            self.groups[key]["properties"]["provisioningState"] = "Deleting"
+            op_id = str(uuid.uuid4()).upper().replace("-", "")
+            self.operations[op_id] = {"reads": 0, "group": key}
+            url = f"{self.endpoint}/subscriptions/{self.subscription}/operationresults/{op_id}?api-version=2024-03-01"
+            return 202, None, {"Location": url, "Retry-After": "0"}
         if method == "PUT":
             existed = key in self.groups
             self.groups[key] = {"id": rid, "name": name, "type": "Microsoft.Resources/resourceGroups",
@@ -292,8 +334,69 @@ class FakeArm:
         if method == "HEAD":
             return 204, None, {}
         if method == "GET":
-            return 200, self.groups[key], {}
+            return 200, {k: v for k, v in self.groups[key].items() if not k.startswith("_")}, {}
         return self._error(405, "MethodNotAllowed", method)
+
+    def _being_deleted(self, name: str) -> tuple[int, Any, dict]:
+        return self._error(409, "ResourceGroupBeingDeleted",
+                           f"The resource group '{name}' is in deprovisioning state and cannot perform this operation.")  # fmt: skip
+
+    def _operation_result(self, op_id: str) -> tuple[int, Any, dict]:
+        """Location polling of a resource group delete: 202 until done, then 200 (the group is gone)."""
+        op = self.operations.get(op_id)
+        if op is None or "group" not in op:
+            return self._error(404, "NotFound", f"operation {op_id} not found")
+        op["reads"] += 1
+        if op["reads"] < self.op_polls:
+            return 202, None, {"Location": f"{self.endpoint}/subscriptions/{self.subscription}/operationresults/"
+                                           f"{op_id}?api-version=2024-03-01", "Retry-After": "0"}  # fmt: skip
+        group = self.groups.pop(op["group"], None)
+        if group is not None:
+            start = f"{group['id']}/".lower()
+            for key in [k for k in self.resources if k.startswith(start)]:
+                del self.resources[key]
+        return 200, None, {}
+
+    def _group_resources(self, group: str) -> list[dict[str, Any]]:
+        start = f"/subscriptions/{self.subscription}/resourcegroups/{group.lower()}/"
+        return [{k: r[k] for k in ("id", "name", "type", "location", "tags") if k in r}
+                for key, r in self.resources.items() if key.startswith(start)]  # fmt: skip
+
+    def _security_rule(self, method: str, nsg_id: str, name: str, body: dict[str, Any]) -> tuple[int, Any, dict]:
+        self.calls[f"securityRules.{method}"] += 1
+        nsg = self.resources.get(nsg_id.lower())
+        rid = f"{nsg_id}/securityRules/{name}"
+        rule = self._fault(method, "securityRules", (nsg or {}).get("location", ""), "", "", None)
+        if rule is not None:
+            code = rule.get("code", "AuthorizationFailed")
+            return self._error(rule.get("status", SYNC_STATUS.get(code, 400)), code, rule.get("message") or
+                               error_message(code, location="", zone="", size="", scope=rid, spot=False))  # fmt: skip
+        if nsg is None:
+            return self._error(404, "ResourceNotFound", f"The Resource 'Microsoft.Network/networkSecurityGroups/"
+                               f"{nsg_id.rsplit('/', 1)[-1]}' under resource group '{nsg_id.split('/')[4]}' was not found.")  # fmt: skip
+        rules = nsg["properties"].setdefault("securityRules", [])
+        existing = next((r for r in rules if r["name"].lower() == name.lower()), None)
+        if method == "GET":
+            return (200, existing, {}) if existing else self._error(404, "NotFound", f"Resource {rid} not found.")
+        if method == "DELETE":
+            if existing is None:
+                return 204, None, {}
+            return 202, None, self._new_op(nsg["location"], "Microsoft.Network", {"key": nsg_id.lower(), "drop_rule": name})
+        props = json.loads(json.dumps(body.get("properties") or {}))
+        for other in rules:
+            same = (other["properties"].get("priority"), other["properties"].get("direction"))
+            if other is not existing and same == (props.get("priority"), props.get("direction")):
+                return self._error(400, "SecurityRuleConflict", f"Security rule {other['name']} conflicts with rule "
+                                   f"{name}. Rules cannot have the same Priority and Direction. To learn more, see "
+                                   "aka.ms/nsgrules.")  # fmt: skip
+        props["provisioningState"] = "Succeeded"
+        new = {"id": rid, "name": name, "type": "Microsoft.Network/networkSecurityGroups/securityRules",
+               "properties": props}  # fmt: skip
+        if existing is not None:
+            rules[rules.index(existing)] = new
+        else:
+            rules.append(new)
+        return (200 if existing else 201), new, self._new_op(nsg["location"], "Microsoft.Network", {"key": nsg_id.lower()})
 
     def _subnet(self, vnet_id: str, name: str) -> tuple[int, Any, dict]:
         vnet = self.resources.get(("/" + vnet_id).lower())
@@ -352,6 +455,10 @@ class FakeArm:
             return
         if resource is None:
             return
+        if "drop_rule" in op:
+            rules = resource["properties"].get("securityRules") or []
+            resource["properties"]["securityRules"] = [r for r in rules if r["name"].lower() != op["drop_rule"].lower()]
+            return
         if "error" in op:
             resource["properties"]["provisioningState"] = "Failed"
             resource["properties"]["_power"] = None
@@ -359,6 +466,23 @@ class FakeArm:
         resource["properties"]["provisioningState"] = "Succeeded"
         if "power" in op:
             resource["properties"]["_power"] = op["power"]
+        if resource["type"] == "Microsoft.Compute/virtualMachines":
+            self._os_disk(key, resource)
+
+    def _os_disk(self, vm_key: str, vm: dict[str, Any]) -> None:
+        """The VM's managed OS disk (created with the VM, untagged, as on Azure)."""
+        os_disk = vm["properties"].setdefault("storageProfile", {}).setdefault("osDisk", {})
+        name = os_disk.get("name") or f"{vm['name']}_OsDisk_1_{uuid.uuid4().hex}"
+        rid = vm["id"].rsplit("/providers/", 1)[0] + f"/providers/Microsoft.Compute/disks/{name}"
+        os_disk["name"] = name
+        os_disk.setdefault("managedDisk", {})["id"] = rid
+        if rid.lower() not in self.resources:
+            self.resources[rid.lower()] = {
+                "id": rid, "name": name, "type": "Microsoft.Compute/disks", "location": vm["location"],
+                "zones": vm.get("zones"), "tags": {},
+                "properties": {"diskSizeGB": os_disk.get("diskSizeGB", 30), "osType": "Linux",
+                               "provisioningState": "Succeeded", "diskState": "Attached"},
+            }  # fmt: skip
 
     def _delete(self, key: str) -> None:
         resource = self.resources.pop(key, None)
@@ -368,6 +492,8 @@ class FakeArm:
         refs = []
         for nic in (props.get("networkProfile") or {}).get("networkInterfaces") or ():
             refs.append((nic.get("id"), (nic.get("properties") or {}).get("deleteOption")))
+        os_disk = (props.get("storageProfile") or {}).get("osDisk") or {}
+        refs.append(((os_disk.get("managedDisk") or {}).get("id"), os_disk.get("deleteOption")))
         for config in props.get("ipConfigurations") or ():
             pip = (config.get("properties") or {}).get("publicIPAddress") or {}
             refs.append((pip.get("id"), (pip.get("properties") or {}).get("deleteOption")))

@@ -12,6 +12,14 @@ lists, ``requestId`` de-duplication, the real error payloads):
     POST   /compute/v1/projects/P/zones/Z/instances/N/stop|start   -> Operation
     GET    /compute/v1/projects/P/aggregated/instances[?filter=]
     GET    /compute/v1/projects/P/zones/Z/operations/O   (POST .../wait too): DONE after `op_polls` reads
+    POST   /compute/v1/projects/P/global/firewalls                -> global Operation (409 alreadyExists)
+    GET    /compute/v1/projects/P/global/firewalls[/N]            (404 notFound)
+    DELETE /compute/v1/projects/P/global/firewalls/N              -> global Operation (404 notFound)
+    GET    /compute/v1/projects/P/global/operations/O             DONE after `op_polls` reads
+
+Names and network tags (instance ``tags.items``, firewall ``targetTags``) are validated as GCE does
+(RFC 1035, 400 ``invalid``); a firewall's network must exist (only ``default`` does). A firewall
+insert or delete takes effect when its operation completes, as on GCE.
 
 Fault rules (`add_fault`), all keys optional, strings are fnmatch globs: ``method`` (default
 ``insert``; ``*`` = every call), ``zone``, ``region``, ``machine_type``, ``spot`` (bool), ``times``
@@ -19,7 +27,9 @@ Fault rules (`add_fault`), all keys optional, strings are fnmatch globs: ``metho
 metric, default ``GPUS_ALL_REGIONS``), ``fit`` (the first ``fit`` matching inserts succeed, the rest
 fail with a stockout: partial launches). Operation-style codes (stockouts, ``QUOTA_EXCEEDED``) fail
 the operation; the others (``forbidden``, ``quotaExceeded``, ``rateLimitExceeded``, ``unauthorized``,
-``invalid``, ``accessNotConfigured``, ``backendError``) fail the HTTP call itself.
+``invalid``, ``accessNotConfigured``, ``backendError``) fail the HTTP call itself. Firewall calls are
+matched as ``firewalls.insert`` / ``firewalls.get`` / ``firewalls.delete`` (e.g. ``method=
+"firewalls.insert", code="forbidden"`` or ``code="quotaExceeded", metric="FIREWALLS"``).
 """
 
 from __future__ import annotations
@@ -59,6 +69,8 @@ SYNC_CODES = {  # reason -> (HTTP status, google.rpc status, domain)
     "invalid": (400, "INVALID_ARGUMENT", "global"),
     "backendError": (503, "UNAVAILABLE", "global"),
 }
+NETWORKS = ("default",)
+_NAME = re.compile(r"^(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?)$")
 _TERM = re.compile(r"([\w.-]+)\s*(=|!=|eq|ne)\s*\"?([^\")\s]*)\"?")
 
 
@@ -112,8 +124,9 @@ def operation_error(code: str, message: str | None, zone: str, machine_type: str
 
 def sync_error(reason: str, message: str | None, path: str, metric: str) -> tuple[int, dict[str, Any]]:
     status, rpc, domain = SYNC_CODES.get(reason, (400, "INVALID_ARGUMENT", "global"))
+    kind = "firewalls" if "/firewalls" in path else "instances"
     default = {
-        "forbidden": f"Required 'compute.instances.create' permission for '{path}'",
+        "forbidden": f"Required 'compute.{kind}.create' permission for '{path}'",
         "unauthorized": "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
         "cookie or other valid authentication credential.",
         "quotaExceeded": f"Quota '{metric}' exceeded.  Limit: 0.0 globally.",
@@ -155,6 +168,7 @@ class FakeGce:
         self.op_polls = op_polls
         self.lock = threading.RLock()
         self.instances: dict[tuple[str, str], dict[str, Any]] = {}
+        self.firewalls: dict[str, dict[str, Any]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
         self.pending: dict[str, dict[str, Any]] = {}  # op name -> what happens when it completes
         self.request_ids: dict[str, str] = {}
@@ -228,6 +242,11 @@ class FakeGce:
         with self.lock:
             return [dict(i) for i in self.instances.values() if i["labels"].get("sky-cluster") == cluster_name]
 
+    def firewall(self, name: str) -> dict[str, Any] | None:
+        with self.lock:
+            rule = self.firewalls.get(name)
+            return json.loads(json.dumps(rule)) if rule else None
+
     def purge(self, cluster_name: str) -> None:
         with self.lock:
             for key in [k for k, i in self.instances.items() if i["labels"].get("sky-cluster") == cluster_name]:
@@ -268,6 +287,11 @@ class FakeGce:
         name = {("GET", 1): "regions.list", ("GET", 2): "regions.get"}.get((method, len(rest))) if rest[0] == "regions" else None
         if rest[0] == "aggregated":
             name = "aggregatedList"
+        elif rest[:2] == ["global", "operations"] and len(rest) == 3 and method in ("GET", "POST"):
+            name = "globalOperations.get"
+        elif rest[:2] == ["global", "firewalls"]:
+            name = {("POST", 2): "firewalls.insert", ("GET", 2): "firewalls.list", ("GET", 3): "firewalls.get",
+                    ("DELETE", 3): "firewalls.delete"}.get((method, len(rest)))  # fmt: skip
         elif rest[0] == "zones" and len(rest) >= 3 and rest[2] == "operations":
             name = "operations.get"
         elif rest[0] == "zones" and len(rest) >= 3 and rest[2] == "instances":
@@ -295,6 +319,10 @@ class FakeGce:
                 return self._aggregated(query.get("filter"))
             if name == "operations.get":
                 return self._operation(rest[3])
+            if name == "globalOperations.get":
+                return self._operation(rest[2])
+            if name.startswith("firewalls."):
+                return self._firewalls(name, rest[2] if len(rest) > 2 else "", body, url.path)
             if name == "insert":
                 return self._insert(zone, body, query.get("requestId"), url.path)
             if name == "list":
@@ -313,6 +341,64 @@ class FakeGce:
                 final = "TERMINATED" if name == "stop" else "RUNNING"
                 return 200, self._new_op(zone, name, instance, {"status": final})
         return self._not_found(url.path)
+
+    def _invalid(self, field: str, value: Any) -> tuple[int, dict[str, Any]]:
+        text = (f"Invalid value for field '{field}': '{value}'. Must be a match of regex "
+                "'(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?)'")  # fmt: skip
+        return sync_error("invalid", text, "", "")
+
+    def _firewalls(self, name: str, rule_name: str, body: dict[str, Any], path: str) -> tuple[int, dict[str, Any]]:
+        if name == "firewalls.list":
+            return 200, {"kind": "compute#firewallList", "items": list(self.firewalls.values()),
+                         "id": f"projects/{self.project}/global/firewalls"}  # fmt: skip
+        if name == "firewalls.insert":
+            rule_name = body.get("name", "")
+            if not _NAME.match(rule_name):
+                return self._invalid("resource.name", rule_name)
+            for i, tag in enumerate(body.get("targetTags") or ()):
+                if not _NAME.match(tag):
+                    return self._invalid(f"resource.targetTags[{i}]", tag)
+            if not body.get("allowed") and not body.get("denied"):
+                return sync_error("invalid", "Invalid value for field 'resource.allowed': ''. Firewall rule "
+                                  "must have at least one allowed or denied entry.", path, "")  # fmt: skip
+            network = (body.get("network") or "global/networks/default").rsplit("/", 1)[-1]
+            if network not in NETWORKS:
+                return self._not_found(f"projects/{self.project}/global/networks/{network}")
+            if rule_name in self.firewalls:
+                text = f"The resource 'projects/{self.project}/global/firewalls/{rule_name}' already exists"
+                return 409, {"error": {"code": 409, "message": text,
+                                       "errors": [{"message": text, "domain": "global", "reason": "alreadyExists"}]}}  # fmt: skip
+            rule = {
+                "kind": "compute#firewall", "id": str(next(self._ids) * 7919), "creationTimestamp": _now(),
+                "name": rule_name, "description": body.get("description", ""),
+                "network": f"{self._base()}/global/networks/{network}", "priority": body.get("priority", 1000),
+                "sourceRanges": body.get("sourceRanges") or (["0.0.0.0/0"] if not body.get("sourceTags") else []),
+                "targetTags": body.get("targetTags") or [], "allowed": body.get("allowed") or [],
+                "denied": body.get("denied") or [], "direction": body.get("direction", "INGRESS"),
+                "logConfig": {"enable": False}, "disabled": bool(body.get("disabled", False)),
+                "selfLink": f"{self._base()}/global/firewalls/{rule_name}",
+            }  # fmt: skip
+            rule = {k: v for k, v in rule.items() if v != []}
+            return 200, self._new_global_op("insert", rule["selfLink"], {"firewall": rule_name, "create": rule})
+        rule = self.firewalls.get(rule_name)
+        if rule is None:
+            return self._not_found(f"projects/{self.project}/global/firewalls/{rule_name}")
+        if name == "firewalls.get":
+            return 200, rule
+        return 200, self._new_global_op("delete", rule["selfLink"], {"firewall": rule_name, "delete": True})
+
+    def _new_global_op(self, kind: str, target: str, effect: dict[str, Any]) -> dict[str, Any]:
+        op_id = next(self._ids)
+        name = f"operation-{int(time.time() * 1000)}-{op_id:x}"
+        op = {
+            "kind": "compute#operation", "id": str(op_id), "name": name, "operationType": kind,
+            "targetLink": target, "targetId": str(op_id * 7), "status": "RUNNING",
+            "user": "sky-test@sky-test-project.iam.gserviceaccount.com", "progress": 0,
+            "insertTime": _now(), "startTime": _now(), "selfLink": f"{self._base()}/global/operations/{name}",
+        }  # fmt: skip
+        self.operations[name] = op
+        self.pending[name] = {"reads": 0, "key": None, **effect}
+        return dict(op)
 
     def _not_found(self, what: str) -> tuple[int, dict[str, Any]]:
         text = f"The resource '{what}' was not found"
@@ -378,6 +464,12 @@ class FakeGce:
     def _complete(self, op: dict[str, Any], effect: dict[str, Any]) -> None:
         key = effect["key"]
         op.update(status="DONE", progress=100, endTime=_now())
+        if "firewall" in effect:
+            if effect.get("delete"):
+                self.firewalls.pop(effect["firewall"], None)
+            else:
+                self.firewalls[effect["firewall"]] = effect["create"]
+            return
         if "error" in effect:
             self.instances.pop(key, None)  # a create that failed leaves no instance behind
             op["error"] = {"errors": [effect["error"]]}
@@ -397,6 +489,9 @@ class FakeGce:
         machine_type = body.get("machineType", "").rsplit("/", 1)[-1]
         spot = (body.get("scheduling") or {}).get("provisioningModel") == "SPOT"
         name = body.get("name", "")
+        for i, tag in enumerate((body.get("tags") or {}).get("items") or ()):
+            if not _NAME.match(tag):
+                return self._invalid(f"resource.tags.items[{i}]", tag)
         rule = self._fault("insert", zone, machine_type, spot)
         if rule is not None and "fit" in rule:
             rule = {**rule, "code": rule.get("code", "ZONE_RESOURCE_POOL_EXHAUSTED")}

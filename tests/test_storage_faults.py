@@ -190,7 +190,9 @@ def test_destination_emulator_restarted_mid_copy(kind, tmp_path):
         **opts,
     )
     finished = time.monotonic()
-    assert restarted.is_set() and times.get("down", finished) < finished, "the copy finished before the restart"
+    assert restarted.is_set() and times.get("down", finished) < finished, (
+        "the copy finished before the restart"
+    )
     assert times["up"] < finished  # it had to wait for the service to come back
     assert report.files_copied + report.files_skipped == n + 1 and report.verified
     assert time.monotonic() - started < 120

@@ -8,6 +8,11 @@ same resources instead of creating a second set. Zones are named ``<region>-<n>`
 If any VM fails (allocation, quota) every node of the attempt is deleted before the error is raised;
 VMs that failed allocation stay in ARM in state Failed, so they are deleted too. A partial launch
 raises `CapacityError`.
+
+Termination deletes the VMs, their NICs, public IPs and OS disks, and the cluster's ports rule in the
+region's NSG; then, with ``cleanup_empty_groups`` (default on), a region resource group that we created
+(tagged ``sky-managed-by``, named ``<prefix>-<region>``) and that holds nothing but our vnet and NSG is
+deleted too, so nothing is left behind. A launch that meets a group deleted meanwhile re-creates it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_sky.clouds import aws_resources as keys
 from airflow_provider_sky.clouds import azure_resources as ar
-from airflow_provider_sky.clouds.azure_errors import AZURE, FIX_CREDENTIALS, classify_azure_error
+from airflow_provider_sky.clouds.azure_errors import AZURE, FIX_CREDENTIALS, classify_azure_error, error_code
 from airflow_provider_sky.clouds.base import ClusterHandle
 from airflow_provider_sky.clouds.errors import (
     CapacityError,
@@ -45,6 +50,8 @@ DEFAULT_REGIONS = (
 )  # fmt: skip
 COMPUTE, NETWORK = "Microsoft.Compute", "Microsoft.Network"
 RunnerFactory = Callable[[str, ClusterHandle, int], "CommandRunner"]
+_TRUE = ("1", "true", "yes", "on")
+_GONE_GROUP = ("ResourceGroupNotFound", "ResourceGroupBeingDeleted", "InvalidResourceReference")
 _RANK = (CapacityError, QuotaError, CredentialsError, ConfigError, TransientError, ProvisionError)
 
 
@@ -96,6 +103,8 @@ class AzureCloud(SshVmCloud):
         api_retries: int = 3,
         use_private_ips: bool = False,
         runner_factory: RunnerFactory | None = None,
+        ports_cidrs: Sequence[str] = ("0.0.0.0/0",),
+        cleanup_empty_groups: bool = True,
     ) -> None:
         self.subscription_id = subscription_id
         self._credential = credential
@@ -116,6 +125,8 @@ class AzureCloud(SshVmCloud):
         self.api_retries = api_retries
         self.use_private_ips = use_private_ips
         self.runner_factory = runner_factory
+        self.ports_cidrs = tuple(ports_cidrs)
+        self.cleanup_empty_groups = cleanup_empty_groups
         self._lock = threading.RLock()
         self._clients: dict[str, Any] = {}
         self._prepared: dict[str, tuple[str, str]] = {}  # region -> (resource group, subnet id)
@@ -155,6 +166,21 @@ class AzureCloud(SshVmCloud):
 
     def __repr__(self) -> str:
         return f"AzureCloud(subscription_id={self.subscription_id!r}, base_url={self.base_url!r})"
+
+    def configure_from_extras(self, extra: Mapping[str, Any]) -> None:
+        """The shared SSH settings plus ``azure_ssh_cidrs`` / ``azure_ports_cidrs`` (comma-separated) and
+        ``azure_cleanup_empty_groups`` (false: keep the region resource groups, vnets and NSGs)."""
+        super().configure_from_extras(extra)
+        for key in ("ssh_cidrs", "ports_cidrs"):
+            raw = extra.get(f"azure_{key}")
+            if raw not in (None, ""):
+                cidrs = tuple(c.strip() for c in str(raw).split(",") if c.strip())
+                if not cidrs:
+                    raise ConfigError(f"azure_{key}: {raw!r} holds no CIDR", cloud=AZURE, fix="e.g. '203.0.113.0/24,10.0.0.0/8'")
+                setattr(self, key, cidrs)
+        raw = extra.get("azure_cleanup_empty_groups")
+        if raw not in (None, ""):
+            self.cleanup_empty_groups = str(raw).strip().lower() in _TRUE
 
     # ---- clients ----------------------------------------------------------------------------
     def _client(self, kind: str) -> Any:
@@ -237,10 +263,12 @@ class AzureCloud(SshVmCloud):
         tags = {ar.MANAGED_BY_KEY: ar.MANAGED_BY}
         self._call(lambda: resource.resource_groups.create_or_update(group, {"location": region, "tags": tags}),
                    region=region)  # fmt: skip
-        [nsg] = self._wait_all(
-            [lambda: network.network_security_groups.begin_create_or_update(group, ar.NSG, ar.nsg_body(region, self.ssh_cidrs))],
-            region=region,
-        )  # fmt: skip
+        nsg = self._existing_nsg(group, region)
+        if nsg is None:  # a PUT replaces the rule list: never re-PUT an NSG holding clusters' ports rules
+            [nsg] = self._wait_all(
+                [lambda: network.network_security_groups.begin_create_or_update(group, ar.NSG, ar.nsg_body(region, self.ssh_cidrs))],
+                region=region,
+            )  # fmt: skip
         self._wait_all(
             [lambda: network.virtual_networks.begin_create_or_update(group, ar.VNET, ar.vnet_body(region, nsg.id))],
             region=region,
@@ -249,6 +277,19 @@ class AzureCloud(SshVmCloud):
         with self._lock:
             self._prepared[region] = (group, subnet)
         return group, subnet
+
+    def _existing_nsg(self, group: str, region: str) -> Any | None:
+        """The region NSG when it exists with its SSH rule, else None."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        network = self._client("network")
+        try:
+            nsg = network.network_security_groups.get(group, ar.NSG)
+        except ResourceNotFoundError:
+            return None
+        except Exception as exc:
+            raise classify_azure_error(exc, region=region) from exc
+        return nsg if any(r.name == "sky-ssh" for r in nsg.security_rules or ()) else None
 
     # ---- describe ---------------------------------------------------------------------------
     def _vms(self, tags: Mapping[str, str], region: str | None = None) -> list[Any]:
@@ -384,6 +425,21 @@ class AzureCloud(SshVmCloud):
         existing = self.find(cluster_name, region)
         if existing is not None:
             return self._adopt(existing, num_nodes)
+        try:
+            return self._create(cluster_name, num_nodes, resources, region, zone, zone_no, size, use_spot, labels)
+        except ProvisionError as exc:
+            if not exc.message.startswith(_GONE_GROUP):
+                raise
+            log.info("azure: resource group of %s was deleted meanwhile; preparing it again", region)
+            with self._lock:
+                self._prepared.pop(region, None)
+            return self._create(cluster_name, num_nodes, resources, region, zone, zone_no, size, use_spot, labels)
+
+    def _create(
+        self, cluster_name: str, num_nodes: int, resources: Resources | None, region: str, zone: str | None,
+        zone_no: str | None, size: str, use_spot: bool, labels: Mapping[str, str] | None,
+    ) -> ClusterHandle:  # fmt: skip
+        where = {"region": region, "zone": zone, "instance_type": size}
         group, subnet = self._prepare(region)
         _, public_key = keys.ensure_local_key(self.key_dir)
         wanted_image = getattr(resources, "image_id", None)
@@ -411,6 +467,9 @@ class AzureCloud(SshVmCloud):
                  for i, (n, t) in enumerate(zip(names, tags, strict=True))],
                 **where,
             )  # fmt: skip
+            ports = tuple(getattr(resources, "ports", None) or ())
+            if ports:
+                self._open_ports(group, cluster_name, ports, nics, region)
             bodies = [
                 ar.vm_body(location=region, zone=zone_no, size=size, name=n, nic_id=nics[i].id, tags=t, image=image,
                            disk_size_gb=disk, ssh_user=self.ssh_user, public_key=public_key.decode(), use_spot=use_spot)
@@ -456,24 +515,104 @@ class AzureCloud(SshVmCloud):
         return handle
 
     def _cleanup(self, group: str, names: Sequence[str], cluster_name: str, region: str) -> None:
-        """Best effort: delete the VMs (also Failed ones), NICs and IPs of the attempt; never hides the launch error."""
+        """Best effort: delete the VMs (also Failed ones), NICs, IPs, disks and ports rule of the attempt;
+        never hides the launch error."""
         try:
             extra = [vm.name for vm in self._cluster(cluster_name, region) if ar.group_of(vm.id) == group]
             self._delete(group, sorted(set(names) | set(extra)))
+            self._delete_ports_rule(group, cluster_name)
+            if self.cleanup_empty_groups:  # failover may try many regions: leave no empty group behind
+                self.cleanup_group(group)
         except Exception:
             log.exception("azure: could not delete partial launch %s in %s", list(names), group)
 
     def _delete(self, group: str, names: Sequence[str]) -> None:
-        """Delete VMs, then their NICs and public IPs, waiting for each step (missing ones are fine)."""
+        """Delete VMs, then their NICs, public IPs and OS disks, waiting for each step (missing ones are fine)."""
         network, compute = self._client("network"), self._client("compute")
         where = {"region": None}
         self._wait_all([lambda n=n: compute.virtual_machines.begin_delete(group, n) for n in names], **where)
         self._wait_all([lambda n=n: network.network_interfaces.begin_delete(group, f"{n}-nic") for n in names], **where)
         self._wait_all([lambda n=n: network.public_ip_addresses.begin_delete(group, f"{n}-ip") for n in names], **where)
+        self._wait_all([lambda n=n: compute.disks.begin_delete(group, f"{n}-osdisk") for n in names], **where)
+
+    # ---- ports and cleanup ------------------------------------------------------------------
+    def _open_ports(self, group: str, cluster_name: str, ports: tuple[str, ...], nics: Sequence[Any], region: str) -> None:
+        """The cluster's inbound rule in the region NSG (TCP `ports` from `ports_cidrs` to its NICs' private
+        IPs), at a free priority; a priority taken concurrently (SecurityRuleConflict) moves on."""
+        from azure.core.exceptions import HttpResponseError
+
+        network = self._client("network")
+        name = ar.ports_rule_name(cluster_name)
+        targets = sorted({c.private_ip_address for nic in nics for c in nic.ip_configurations if c.private_ip_address})
+        nsg = self._call(lambda: network.network_security_groups.get(group, ar.NSG), region=region)
+        taken = {r.priority for r in nsg.security_rules or () if r.direction == "Inbound" and r.name != name}
+        for _ in range(5):
+            body = ar.ports_rule_body(ports, self.ports_cidrs, targets, ar.ports_priority(cluster_name, taken))
+            try:
+                poller = network.security_rules.begin_create_or_update(group, ar.NSG, name, body)
+                poller.result(timeout=self.launch_timeout)
+                return
+            except HttpResponseError as exc:
+                if error_code(exc) != "SecurityRuleConflict":
+                    raise classify_azure_error(exc, region=region) from exc
+                taken.add(body["properties"]["priority"])
+            except Exception as exc:
+                raise classify_azure_error(exc, region=region) from exc
+        raise TransientError(f"no free NSG priority for {name} after 5 tries", cloud=AZURE, region=region)
+
+    def _delete_ports_rule(self, group: str, cluster_name: str) -> None:
+        """Delete the cluster's ports rule (a missing rule, NSG or group is fine)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        network = self._client("network")
+        try:
+            self._wait_all([lambda: network.security_rules.begin_delete(group, ar.NSG, ar.ports_rule_name(cluster_name))])
+        except ProvisionError as exc:
+            if not exc.message.startswith(("ResourceGroupNotFound", "ResourceNotFound", "NotFound")):
+                raise
+        except ResourceNotFoundError:
+            pass
+
+    def _ours(self, group: str) -> bool:
+        """A region group this backend created: named ``<prefix>-<region>`` and tagged as ours."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        if not group.lower().startswith(f"{self.resource_group_prefix}-".lower()):
+            return False
+        try:
+            found = self._client("resource").resource_groups.get(group)
+        except ResourceNotFoundError:
+            return False
+        except Exception as exc:
+            raise classify_azure_error(exc) from exc
+        return (found.tags or {}).get(ar.MANAGED_BY_KEY) == ar.MANAGED_BY
+
+    def cleanup_group(self, group: str) -> bool:
+        """Delete region group `group` when it is ours and holds nothing but our vnet and NSG; True
+        when deleted. Anything else in it (another cluster, a user's resource) keeps it."""
+        if not self._ours(group):
+            return False
+        resource = self._client("resource")
+        left = self._call(lambda: list(resource.resources.list_by_resource_group(group)))
+        infra = {(f"{NETWORK}/virtualNetworks", ar.VNET), (f"{NETWORK}/networkSecurityGroups", ar.NSG)}
+        for item in left:
+            if (item.type, item.name) not in infra or (item.tags or {}).get(ar.MANAGED_BY_KEY) != ar.MANAGED_BY:
+                return False
+        nsg = self._call(lambda: self._client("network").network_security_groups.get(group, ar.NSG))
+        if any(r.name != "sky-ssh" for r in nsg.security_rules or ()):
+            return False  # a ports rule of a cluster being launched, or a user's rule
+        log.info("azure: delete empty resource group %s", group)
+        with self._lock:
+            for region, (name, _) in list(self._prepared.items()):
+                if name == group:
+                    del self._prepared[region]
+        self._wait_all([lambda: resource.resource_groups.begin_delete(group)])
+        return True
 
     # ---- lifecycle --------------------------------------------------------------------------
     def terminate(self, handle: ClusterHandle) -> None:
-        """Delete every VM tagged with the cluster (and the handle's VMs), their NICs and IPs, and wait."""
+        """Delete every VM tagged with the cluster (and the handle's VMs), their NICs, IPs and disks, the
+        cluster's ports rule, and (`cleanup_empty_groups`) region groups left with nothing of ours."""
         by_group: dict[str, set[str]] = {}
         for vm in self._cluster(handle.cluster_name):
             by_group.setdefault(ar.group_of(vm.id), set()).add(vm.name)
@@ -481,7 +620,18 @@ class AzureCloud(SshVmCloud):
         if group:
             by_group.setdefault(group, set()).update(handle.node_ids)
         for name, vms in sorted(by_group.items()):
-            self._delete(name, sorted(vms))
+            try:
+                self._delete(name, sorted(vms))
+            except ProvisionError as exc:
+                if exc.message.startswith("ResourceGroupNotFound"):
+                    continue  # the group (and all it held) is gone already
+                raise
+            self._delete_ports_rule(name, handle.cluster_name)
+            if self.cleanup_empty_groups:
+                try:
+                    self.cleanup_group(name)
+                except ProvisionError as exc:  # the cluster is gone; a kept group costs nothing
+                    log.warning("azure: could not delete resource group %s: %s", name, exc)
 
     def stop(self, handle: ClusterHandle) -> None:
         """Deallocate the VMs (no compute billing; disks stay)."""

@@ -64,7 +64,7 @@ CONFIG_CODES = frozenset(
 )
 TRANSIENT_CODES = frozenset(
     {"TooManyRequests", "InternalServerError", "InternalExecutionError", "RetryableError", "ServiceUnavailable",
-     "GatewayTimeout", "Conflict", "AnotherOperationInProgress"}
+     "GatewayTimeout", "Conflict", "AnotherOperationInProgress", "ResourceGroupBeingDeleted"}
 )  # fmt: skip
 
 FIX_CREDENTIALS = (

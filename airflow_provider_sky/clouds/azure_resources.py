@@ -2,8 +2,10 @@
 
 Per region the backend keeps one resource group (``<prefix>-<region>``) holding a virtual network,
 a subnet and an SSH-only network security group, created on demand and tagged ``sky-managed-by``.
-Per node it creates a public IP, a NIC and the VM; the VM marks its NIC and the NIC its public IP
-``deleteOption: Delete``, so deleting the VM removes them (the backend also deletes them by name).
+Per node it creates a public IP, a NIC and the VM (OS disk ``<vm>-osdisk``); the VM marks its NIC and
+disk and the NIC its public IP ``deleteOption: Delete``, so deleting the VM removes them (the backend
+also deletes them by name). A cluster with ``resources.ports`` gets an inbound rule
+``sky-ports-<cluster>`` in the region's NSG, aimed at its nodes' private IPs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ MANAGED_BY = "airflow-provider-sky"
 DEFAULT_IMAGE = "Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest"
 DEFAULT_GPU_IMAGE = "microsoft-dsvm:ubuntu-hpc:2204:latest"
 VNET, SUBNET, NSG = "sky-vnet", "sky-subnet", "sky-nsg"
+PORTS_PRIORITIES = (1100, 4000)  # the range the per-cluster ports rules pick their priority from
 GPU_SIZE = re.compile(r"^Standard_N", re.IGNORECASE)
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,58}[a-z0-9]$")
 
@@ -117,6 +120,38 @@ def nsg_body(location: str, ssh_cidrs: tuple[str, ...]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def ports_rule_name(cluster_name: str) -> str:
+    """``sky-ports-<cluster>`` (at most 80 characters, hashed when longer)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", f"sky-ports-{cluster_name}")
+    if len(name) <= 80:
+        return name
+    return f"{name[:70]}-{hashlib.sha256(cluster_name.encode()).hexdigest()[:8]}"
+
+
+def ports_priority(cluster_name: str, taken: set[int]) -> int:
+    """A free inbound priority for the cluster's ports rule: a hash of the name, probing upwards."""
+    low, high = PORTS_PRIORITIES
+    span = high - low
+    start = int(hashlib.sha256(cluster_name.encode()).hexdigest()[:8], 16) % span
+    for step in range(span):
+        priority = low + (start + step) % span
+        if priority not in taken:
+            return priority
+    raise ValueError("no free NSG priority left")
+
+
+def ports_rule_body(ports: tuple[str, ...], sources: tuple[str, ...], destinations: list[str], priority: int) -> dict[str, Any]:
+    """Inbound TCP `ports` (``8080`` / ``10000-10010``) from `sources` to the nodes' private IPs."""
+    return {
+        "properties": {
+            "priority": priority, "direction": "Inbound", "access": "Allow", "protocol": "Tcp",
+            "sourcePortRange": "*", "destinationPortRanges": list(ports),
+            "sourceAddressPrefixes": list(sources), "destinationAddressPrefixes": list(destinations),
+            "description": f"{MANAGED_BY}: resources.ports",
+        }
+    }  # fmt: skip
+
+
 def vnet_body(location: str, nsg_id: str, cidr: str = "10.100.0.0/16") -> dict[str, Any]:
     return {
         "location": location,
@@ -172,6 +207,7 @@ def vm_body(
         "storageProfile": {
             "imageReference": image_reference(image),
             "osDisk": {
+                "name": f"{name}-osdisk",
                 "createOption": "FromImage",
                 "diskSizeGB": disk_size_gb,
                 "deleteOption": "Delete",

@@ -8,6 +8,11 @@ filtered by labels. Instance names are deterministic (``<cluster>-<rank>``) and 
 operation back instead of a second instance. Nodes are inserted one by one and waited for together;
 if any fails (stockout, quota) every node of the attempt is deleted before the error is raised, and a
 partial launch raises `CapacityError`.
+
+Firewall (`gcp_firewall`): before the first launch on a network the shared SSH rule (ingress tcp:22 from
+``ssh_cidrs`` to the ``network_tags``) is created when missing; a cluster with ``resources.ports`` gets
+its own rule (target tag ``sky-<cluster>``, from ``ports_cidrs``), deleted when the cluster terminates.
+``manage_firewall=False`` leaves firewall rules to the user.
 """
 
 from __future__ import annotations
@@ -23,11 +28,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_sky.clouds import aws_resources as keys
+from airflow_provider_sky.clouds import gcp_firewall as fw
 from airflow_provider_sky.clouds import gcp_instances as gi
 from airflow_provider_sky.clouds.base import ClusterHandle
-from airflow_provider_sky.clouds.errors import CapacityError, ConfigError, CredentialsError, ProvisionError
+from airflow_provider_sky.clouds.errors import (
+    CapacityError,
+    ConfigError,
+    CredentialsError,
+    ProvisionError,
+    TransientError,
+)
 from airflow_provider_sky.clouds.gcp_errors import (
     FIX_CREDENTIALS,
+    FIX_FIREWALL,
     GCP,
     classify_gcp_error,
     classify_operation_errors,
@@ -46,6 +59,7 @@ DEFAULT_REGIONS = (
 )  # fmt: skip
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 RunnerFactory = Callable[[str, ClusterHandle, int], "CommandRunner"]
+_TRUE = ("1", "true", "yes", "on")
 
 
 def _getter(fields: Mapping[str, Any], prefix: str) -> Callable[[str], Any]:
@@ -86,6 +100,9 @@ class GcpCloud(SshVmCloud):
         poll_interval: float = 2.0,
         use_private_ips: bool = False,
         runner_factory: RunnerFactory | None = None,
+        ssh_cidrs: Sequence[str] = ("0.0.0.0/0",),
+        ports_cidrs: Sequence[str] = ("0.0.0.0/0",),
+        manage_firewall: bool = True,
     ) -> None:
         self.project = project
         self._credentials = credentials
@@ -106,8 +123,12 @@ class GcpCloud(SshVmCloud):
         self.poll_interval = poll_interval
         self.use_private_ips = use_private_ips
         self.runner_factory = runner_factory
+        self.ssh_cidrs = tuple(ssh_cidrs)
+        self.ports_cidrs = tuple(ports_cidrs)
+        self.manage_firewall = manage_firewall
         self._lock = threading.RLock()
         self._clients: dict[str, Any] = {}
+        self._ssh_rule_ready: set[str] = set()  # networks whose SSH rule exists
 
     @classmethod
     def from_connection(cls, fields: Mapping[str, Any], **options: Any) -> GcpCloud:
@@ -139,9 +160,25 @@ class GcpCloud(SshVmCloud):
     def __repr__(self) -> str:
         return f"GcpCloud(project={self.project!r}, api_endpoint={self.api_endpoint!r})"
 
+    def configure_from_extras(self, extra: Mapping[str, Any]) -> None:
+        """The shared SSH settings plus ``gcp_ssh_cidrs`` / ``gcp_ports_cidrs`` (comma-separated) and
+        ``gcp_manage_firewall`` (false: never create or delete firewall rules)."""
+        super().configure_from_extras(extra)
+        for key in ("ssh_cidrs", "ports_cidrs"):
+            raw = extra.get(f"gcp_{key}")
+            if raw not in (None, ""):
+                cidrs = tuple(c.strip() for c in str(raw).split(",") if c.strip())
+                if not cidrs:
+                    raise ConfigError(f"gcp_{key}: {raw!r} holds no CIDR", cloud=GCP, fix="e.g. '203.0.113.0/24,10.0.0.0/8'")
+                setattr(self, key, cidrs)
+        raw = extra.get("gcp_manage_firewall")
+        if raw not in (None, ""):
+            self.manage_firewall = str(raw).strip().lower() in _TRUE
+
     # ---- clients ----------------------------------------------------------------------------
     def _client(self, kind: str) -> Any:
-        """``instances``, ``zone_operations`` or ``regions`` client (REST), built once."""
+        """``instances``, ``zone_operations``, ``regions``, ``firewalls`` or ``global_operations`` client
+        (REST), built once."""
         with self._lock:
             if kind not in self._clients:
                 try:
@@ -158,6 +195,8 @@ class GcpCloud(SshVmCloud):
                     "instances": compute_v1.InstancesClient,
                     "zone_operations": compute_v1.ZoneOperationsClient,
                     "regions": compute_v1.RegionsClient,
+                    "firewalls": compute_v1.FirewallsClient,
+                    "global_operations": compute_v1.GlobalOperationsClient,
                 }[kind]
                 self._clients[kind] = cls(credentials=credentials, transport="rest", client_options=options)
             return self._clients[kind]
@@ -365,6 +404,129 @@ class GcpCloud(SshVmCloud):
         except Exception:
             log.exception("gcp: could not delete partial launch %s in %s", list(names), zone)
 
+    # ---- firewall ---------------------------------------------------------------------------
+    def _firewall_call(self, what: Callable[[], Any], region: str | None) -> Any:
+        """Run a firewall API call; a permission error gets the firewall-specific fix."""
+        try:
+            return what()
+        except ProvisionError:
+            raise
+        except Exception as exc:
+            error = classify_gcp_error(exc, region=region)
+            if isinstance(error, CredentialsError):
+                error.fix = FIX_FIREWALL
+            raise error from exc
+
+    def _wait_global(self, op: Any, region: str | None) -> None:
+        """Wait for a global operation (firewall insert/delete); a failed one raises classified."""
+        client = self._client("global_operations")
+        deadline = time.monotonic() + self.launch_timeout
+        while op.status != op.Status.DONE:
+            if time.monotonic() >= deadline:
+                raise TransientError(f"firewall operation {op.name} not done in time", cloud=GCP, region=region)
+            time.sleep(self.poll_interval)
+            op = self._firewall_call(lambda o=op: client.get(project=self.project, operation=o.name), region)
+        if op.error.errors:
+            error = classify_operation_errors(op.error.errors, status=op.http_error_status_code or None, region=region)
+            if isinstance(error, CredentialsError):
+                error.fix = FIX_FIREWALL
+            raise error
+
+    def _get_rule(self, name: str, region: str | None) -> Any | None:
+        from google.api_core import exceptions as gex
+
+        client = self._client("firewalls")
+
+        def get() -> Any | None:
+            try:
+                return client.get(project=self.project, firewall=name)
+            except gex.NotFound:
+                return None
+
+        return self._firewall_call(get, region)
+
+    def _insert_rule(self, body: Mapping[str, Any], region: str | None) -> None:
+        """Insert a rule and wait; a rule created concurrently under the same name is fine."""
+        from google.api_core import exceptions as gex
+
+        client = self._client("firewalls")
+
+        def insert() -> Any | None:
+            try:
+                return client.insert_unary(project=self.project, firewall_resource=dict(body))
+            except gex.Conflict:
+                return None
+
+        op = self._firewall_call(insert, region)
+        if op is not None:
+            self._wait_global(op, region)
+
+    def delete_rule(self, name: str, region: str | None = None) -> bool:
+        """Delete firewall rule `name` and wait; False when it does not exist."""
+        from google.api_core import exceptions as gex
+
+        client = self._client("firewalls")
+
+        def delete() -> Any | None:
+            try:
+                return client.delete_unary(project=self.project, firewall=name)
+            except gex.NotFound:
+                return None
+
+        op = self._firewall_call(delete, region)
+        if op is None:
+            return False
+        self._wait_global(op, region)
+        return True
+
+    def ensure_ssh_rule(self, region: str | None = None) -> str | None:
+        """Create the shared SSH rule of the network when missing (once per process); its name, or None
+        when firewall management is off."""
+        if not self.manage_firewall:
+            return None
+        name = fw.ssh_rule_name(self.network)
+        with self._lock:
+            if self.network in self._ssh_rule_ready:
+                return name
+        tags, port = list(self.network_tags), [str(self.ssh_port)]
+        found = self._get_rule(name, region)
+        if found is None:
+            log.info("gcp: create firewall rule %s (tcp:%s from %s)", name, port[0], ",".join(self.ssh_cidrs))
+            body = fw.rule_body(name=name, network=self.network, ports=port, source_ranges=self.ssh_cidrs,
+                                target_tags=tags, description="SSH to the nodes")  # fmt: skip
+            self._insert_rule(body, region)
+        elif not fw.covers(found, port, self.ssh_cidrs, tags):
+            log.warning("gcp: firewall rule %s exists but does not allow tcp:%s from %s to %s; left as it is",
+                        name, port[0], ",".join(self.ssh_cidrs), ",".join(tags))  # fmt: skip
+        with self._lock:
+            self._ssh_rule_ready.add(self.network)
+        return name
+
+    def ensure_ports_rule(self, cluster_name: str, ports: Sequence[str], region: str | None = None) -> str | None:
+        """The cluster's own rule opening `ports` (TCP) to its tag; a stale rule that differs is replaced."""
+        ports = fw.allowed_ports(ports)
+        if not ports or not self.manage_firewall:
+            return None
+        name, tags = fw.ports_rule_name(cluster_name), [fw.cluster_tag(cluster_name)]
+        found = self._get_rule(name, region)
+        if found is not None and fw.covers(found, ports, self.ports_cidrs, tags):
+            return name
+        if found is not None:
+            self.delete_rule(name, region)
+        body = fw.rule_body(name=name, network=self.network, ports=ports, source_ranges=self.ports_cidrs,
+                            target_tags=tags, description=f"resources.ports of {cluster_name}")  # fmt: skip
+        self._insert_rule(body, region)
+        return name
+
+    def _delete_ports_rule(self, cluster_name: str) -> None:
+        """Best effort: the cluster's ports rule (after its instances are gone)."""
+        if not self.manage_firewall:
+            return
+        try:
+            self.delete_rule(fw.ports_rule_name(cluster_name))
+        except ProvisionError as exc:
+            log.warning("gcp: could not delete firewall rule %s: %s", fw.ports_rule_name(cluster_name), exc)
+
     # ---- launch -----------------------------------------------------------------------------
     def launch(
         self,
@@ -409,6 +571,10 @@ class GcpCloud(SshVmCloud):
         all_labels.update({gi.CLUSTER_LABEL: cluster_name, gi.MANAGED_BY_KEY: gi.MANAGED_BY})
         token = uuid.uuid4().hex if attempt is None else attempt
         names = [gi.instance_name(cluster_name, rank) for rank in range(num_nodes)]
+        self.ensure_ssh_rule(region)
+        ports = tuple(getattr(resources, "ports", None) or ())
+        ports_rule = self.ensure_ports_rule(cluster_name, ports, region)
+        network_tags = (*self.network_tags, fw.cluster_tag(cluster_name))
         client = self._client("instances")
         log.info("gcp: insert %s x%d %s %s%s", cluster_name, num_nodes, instance_type, zone, " (spot)" if use_spot else "")
         ops, error = [], None
@@ -418,7 +584,7 @@ class GcpCloud(SshVmCloud):
                 labels={**all_labels, gi.RANK_LABEL: str(rank)}, image=image,
                 disk_size_gb=int(getattr(resources, "disk_size", None) or 256), disk_type=self.disk_type,
                 ssh_user=self.ssh_user, public_key=public_key.decode(), use_spot=use_spot, accelerator=accelerator,
-                network=self.network, subnetwork=self.subnetwork, network_tags=self.network_tags,
+                network=self.network, subnetwork=self.subnetwork, network_tags=network_tags,
                 external_ip=not self.use_private_ips, service_account=self.service_account,
             )  # fmt: skip
             request = {
@@ -454,6 +620,8 @@ class GcpCloud(SshVmCloud):
         if error is not None:
             up = len(finished) - len(failures)
             self._cleanup(zone, names, cluster_name)
+            if ports_rule:
+                self._delete_ports_rule(cluster_name)
             if num_nodes > 1 and isinstance(error, CapacityError):
                 error = CapacityError(f"partial launch, {up} of {num_nodes} nodes came up ({error.message})", **where)
             raise error
@@ -476,7 +644,8 @@ class GcpCloud(SshVmCloud):
 
     # ---- lifecycle --------------------------------------------------------------------------
     def terminate(self, handle: ClusterHandle) -> None:
-        """Delete every instance labelled with the cluster (and the handle's instances) and wait."""
+        """Delete every instance labelled with the cluster (and the handle's instances), wait, then
+        delete the cluster's ports firewall rule."""
         by_zone: dict[str, set[str]] = {}
         for inst in self._cluster(handle.cluster_name):
             by_zone.setdefault(gi.last_segment(inst.zone), set()).add(inst.name)
@@ -484,6 +653,7 @@ class GcpCloud(SshVmCloud):
             by_zone.setdefault(handle.zone, set()).update(handle.node_ids)
         for zone, names in sorted(by_zone.items()):
             self._delete(zone, sorted(names))
+        self._delete_ports_rule(handle.cluster_name)
 
     def stop(self, handle: ClusterHandle) -> None:
         zone = handle.zone or ""

@@ -61,6 +61,11 @@ FIX_CREDENTIALS = (
 )
 FIX_QUOTA = "request a higher Compute Engine quota (IAM & Admin > Quotas) for this metric, or allow other regions/clouds"
 FIX_GLOBAL_QUOTA = "request a higher global GCP quota (e.g. GPUS_ALL_REGIONS) or allow other clouds"
+FIX_FIREWALL = (
+    "give the GCP service account compute.firewalls.get/create/delete on the project (e.g. "
+    "roles/compute.securityAdmin), or set gcp_manage_firewall=false in the sky connection and create the "
+    "ingress rules yourself (tcp:22 to the network tag sky-ssh, resources.ports to the tag sky-<cluster>)"
+)
 FIX_API = "enable the Compute Engine API (gcloud services enable compute.googleapis.com) and billing on the project"
 _GLOBAL_METRIC = re.compile(r"_ALL_REGIONS|ALL-REGIONS|all_regions|\bglobally\b")
 _REGION_IN = re.compile(r"in region ([a-z]+-[a-z]+\d+)")

@@ -399,6 +399,10 @@ class SkyTaskOperator(BaseOperator):
             self._defer_launch(core, task, name, owner, context, state, started)
         if job_id is None and self.launches:
             placement = self._planned_placement(core, context, owner)
+            from airflow_provider_sky.provision import input_staging
+
+            # Inputs go to the planned region while the cluster launches (settled before the submit).
+            prestaging = input_staging.prestage(task, placement, self._store_options, state=core.store)
             policy = self._spill_policy()
             if policy is not None and "ssh" in core.clouds:
                 from airflow_provider_sky.provision.spill_launch import launch_with_spillover
@@ -420,6 +424,12 @@ class SkyTaskOperator(BaseOperator):
                 launched.cluster.num_nodes,
                 " [reused]" if not launched.created else "",
             )
+            try:
+                self._prestaged = prestaging.settle(launched.cluster) if prestaging is not None else None
+            except input_staging.StagingCostError:  # refused before any job: the cluster goes too
+                if launched.created and self._tear_down():
+                    core.down(name)
+                raise
             if state is not None:
                 state.set(STATE_KEY, {"cluster": name, "job_id": None})
             if not (task.run or task.setup):
@@ -843,6 +853,9 @@ class SkyTaskOperator(BaseOperator):
         ]  # fmt: skip
         if getattr(self, "_spill_decision", None):
             result["spillover"] = self._spill_decision
+        staging, prestaged = core.last_staging_report(name, job_id), getattr(self, "_prestaged", None)
+        if staging is not None or prestaged is not None:  # per input: bytes copied, cache hit, cost, seconds
+            result["staging"] = {**(staging or {}), "prestaged": prestaged}
         result["accrued_cost"] = round(core.store.get_cluster(name).cost_so_far or 0.0, 6)
         if task.resources.job_recovery is not None:  # task id, preemptions, restarts, recoveries
             result.update(recovery.summary(core, name, job_id))

@@ -137,6 +137,7 @@ class SkyCore:
         self.store = store
         self.clouds = dict(clouds)
         self.settings = settings or SkySettings()
+        self._staging_reports: dict[tuple[str, int], dict[str, Any]] = {}  # (cluster, job id) -> report
 
     @classmethod
     def from_settings(cls, settings: SkySettings) -> SkyCore:
@@ -554,13 +555,15 @@ class SkyCore:
         runners = self._runners(cluster_name)
         from airflow_provider_sky.provision import input_staging
 
+        staged = None
         if input_staging.wanted(task, cluster.cloud):
             from airflow_provider_sky.state.staging_cache import StateStagingCache
 
-            task = input_staging.stage_task_inputs(
+            staged = input_staging.stage_task_inputs(
                 task, cluster.cloud, cluster.region, store_options, cache=StateStagingCache(self.store),
                 max_cost_usd=input_staging.cost_limit(task, max_staging_cost_usd),
-            ).task  # fmt: skip
+            )  # fmt: skip
+            task = staged.task
         self._sync(task, cluster, runners, store_options)
         job = self.store.next_job(
             cluster_name,
@@ -569,6 +572,11 @@ class SkyCore:
             owner_run_id=owner.run_id,
             owner_task_id=owner.task_id,
         )
+        if staged is not None:  # kept for `last_staging_report` (the operator's XCom)
+            reports = self._staging_reports
+            reports[(cluster_name, job.job_id)] = input_staging.report(staged, cluster.cloud, cluster.region)
+            while len(reports) > 64:
+                reports.pop(next(iter(reports)))
         task_id = task_id or jobs.make_task_id(cluster_name, job.job_id)
         if on_job is not None:
             on_job(job.job_id, task_id)
@@ -599,6 +607,11 @@ class SkyCore:
         self.store.update_job(cluster_name, job.job_id, log_path=handle.log_path)
         self.store.touch_cluster(cluster_name)
         return job.job_id
+
+    def last_staging_report(self, cluster_name: str, job_id: int) -> dict[str, Any] | None:
+        """What `submit` staged for job `job_id` (`input_staging.report`), when this core submitted it
+        and it staged anything; None otherwise (kept in memory: not after a worker restart)."""
+        return self._staging_reports.get((cluster_name, job_id))
 
     def collect_outputs(self, cluster_name: str, task: Task, destination: Destination) -> dict[str, str]:
         """Upload what the job wrote under $SKY_OUTPUT_DIR/<name> for each declared output."""

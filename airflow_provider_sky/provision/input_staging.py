@@ -13,7 +13,11 @@ Local and SSH-pool clusters need no staging bucket (they fetch directly); nothin
 
 A cost ceiling (``max_staging_cost_usd``: the ``submit`` argument, else the task's
 ``config.max_staging_cost_usd``) is checked against the estimate of every copy before any copy.
-No Airflow imports.
+
+`prestage` starts the same staging into the run plan's region in a background thread while the
+cluster launches; `Prestaging.settle(cluster)` joins it before the submit, whose own staging is
+then a cache hit (or, after a failover elsewhere, stages again into the real region). `report`
+turns an outcome into the JSON record the operator puts in XCom. No Airflow imports.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -447,3 +452,170 @@ def rewrite(task: Task, mapping: Mapping[str, str]) -> Task:
     }
     envs = {**task.envs, INPUTS_ENV: json.dumps(dict(mapping), sort_keys=True)}
     return dataclasses.replace(task, file_mounts=mounts, envs=envs)
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def report(outcome: StagingOutcome, cloud: str | None, region: str | None) -> dict[str, Any]:
+    """A JSON-able record of one staging (for XCom): the destination and one entry per input."""
+    return {
+        "cloud": cloud,
+        "region": region,
+        "bucket": outcome.bucket,
+        "inputs": [
+            {
+                "source": item.source,
+                "staged": item.staged,
+                "copied": item.copied,
+                "src_region": item.src_region,
+                "bytes": item.bytes,
+                "files": item.files,
+                "bytes_copied": item.bytes_copied,
+                "cache_hit": item.cache_hit,
+                "est_cost_usd": item.est_cost_usd,
+                "seconds": round(item.seconds, 3),
+                **({"note": item.note} if item.note else {}),
+            }
+            for item in outcome.inputs
+        ],
+        "bytes_copied": sum(item.bytes_copied for item in outcome.inputs),
+    }
+
+
+# --------------------------------------------------------------------------- staging while launching
+
+
+class Prestaging:
+    """Staging into the planned region, running in a daemon thread while the cluster launches.
+
+    `result()` waits and returns the outcome (or raises what the staging raised); `settle(cluster)`
+    applies the rules for the launched cluster (see `prestage`)."""
+
+    def __init__(self, cloud: str, region: str, run: Callable[[], StagingOutcome]) -> None:
+        self.cloud, self.region = cloud, region
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self._run = run
+        self._outcome: StagingOutcome | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._target, name=f"sky-prestage-{region}", daemon=True)
+        self._thread.start()
+
+    def _target(self) -> None:
+        self.started_at = time.time()
+        try:
+            self._outcome = self._run()
+        except BaseException as exc:  # kept for the caller's thread: never lost
+            self._error = exc
+        finally:
+            self.finished_at = time.time()
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def result(self, timeout: float | None = None) -> StagingOutcome:
+        """The outcome, after waiting up to `timeout` seconds; raises what the staging raised."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"staging into {self.cloud}/{self.region} still running after {timeout}s")
+        if self._error is not None:
+            raise self._error
+        assert self._outcome is not None
+        return self._outcome
+
+    def settle(self, cluster: Any) -> dict[str, Any]:
+        """Wait for the staging and judge it against the launched `cluster` (its cloud and region).
+
+        Returns a summary for XCom. Raises StagingCostError when the cluster is where the inputs were
+        staged (the submit would refuse the same copies); any other failure is logged, and the
+        submit-time staging retries. A cluster elsewhere (failover) leaves the copy unused."""
+        here = (cluster.cloud, (cluster.region or "").lower()) == (self.cloud, self.region)
+        where = f"{self.cloud}/{self.region}"
+        summary: dict[str, Any] = {"cloud": self.cloud, "region": self.region, "used": False}
+        try:
+            outcome = self.result()
+        except StagingCostError as exc:
+            summary["error"] = str(exc)
+            if here:
+                raise
+            log.info(
+                "staging into the planned %s was refused (%s); the cluster is on %s/%s, where the "
+                "submit checks the ceiling again", where, exc, cluster.cloud, cluster.region,
+            )  # fmt: skip
+            return summary
+        except Exception as exc:
+            summary["error"] = str(exc)
+            log.warning("staging into %s while launching failed: %s; the submit stages again", where, exc)
+            return summary
+        finally:
+            ended, began = self.finished_at or time.time(), self.started_at or time.time()
+            summary["seconds"] = round(ended - began, 3)
+        summary["bytes_copied"] = sum(item.bytes_copied for item in outcome.inputs)
+        summary["bucket"], summary["used"] = outcome.bucket, here
+        if here:
+            log.info(
+                "inputs staged into %s while the cluster launched (%.2fs, %s copied)",
+                where, summary["seconds"], _fmt(summary["bytes_copied"]),
+            )  # fmt: skip
+        else:
+            then = "stages the inputs again" if cluster.cloud in STAGING_CLOUDS else "reads them directly"
+            log.info(
+                "failover put the cluster on %s/%s, not the planned %s: the copy staged there while "
+                "launching is unused, the submit %s", cluster.cloud, cluster.region, where, then,
+            )  # fmt: skip
+        return summary
+
+
+def prestage(
+    task: Task,
+    placement: Mapping[str, Any] | None,
+    store_options: StoreOptions | None = None,
+    *,
+    state: Any = None,
+    max_cost_usd: float | None = None,
+    **staging_options: Any,
+) -> Prestaging | None:
+    """Start staging the task's inputs into its planned (cloud, region) in a background thread.
+
+    None when there is nothing to do: no placement, a placement off aws/gcp/azure or without a
+    region, no bucket inputs, or a task with nothing to run (it is never submitted). `state` is the
+    StateStore whose staging cache the submit-time staging consults afterwards (a cache hit then).
+    The ceiling is resolved here, so a bad ``max_staging_cost_usd`` fails before the launch."""
+    cloud = (placement or {}).get("cloud")
+    region = (placement or {}).get("region")
+    if not region or not (task.run or task.setup) or not wanted(task, cloud):
+        return None
+    limit = cost_limit(task, max_cost_usd)
+    options = _Memo(store_options) if store_options is not None else None
+    if options is not None:  # credentials are looked up in the caller's thread where possible
+        for source in bucket_sources(task):
+            options(source)
+    cache = None
+    if state is not None:
+        from airflow_provider_sky.state.staging_cache import StateStagingCache
+
+        cache = StateStagingCache(state)
+    log.info("staging inputs into the planned %s/%s while the cluster launches", cloud, region)
+    return Prestaging(
+        str(cloud),
+        str(region).lower(),
+        lambda: stage_task_inputs(
+            task, cloud, region, options, cache=cache, max_cost_usd=limit, **staging_options
+        ),
+    )
+
+
+class _Memo:
+    """Store options by URI, each looked up once."""
+
+    def __init__(self, options: StoreOptions) -> None:
+        self._options = options
+        self._seen: dict[str, Mapping[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, uri: str) -> Mapping[str, Any]:
+        with self._lock:
+            if uri not in self._seen:
+                self._seen[uri] = dict(self._options(uri))
+            return self._seen[uri]

@@ -1052,9 +1052,11 @@ class TransferEngine:
         per_object = -(-self.streams // max(1, self._large_count))
         return max(1, min(nparts, per_object))
 
-    def _start_large(self, pool: ThreadPoolExecutor, item: _Item, futures: list[Future]) -> None:
+    def _start_large(
+        self, pool: ThreadPoolExecutor, item: _Item, futures: list[Future], job: _LargeCopy | None = None
+    ) -> None:
+        """Start (or, with the `job` `_resume_large` found, continue) the copy of a large object."""
         size = item.src.size
-        job = self._resume_large(item) if self.resume and item.src.etag else None
         if job is None:
             part_size = max(self.part_size, -(-size // self.dst.max_parts))
             nparts = -(-size // part_size)
@@ -1076,6 +1078,8 @@ class TransferEngine:
             if self.resume and item.src.etag and upload.resume_state() is not None:
                 job.checkpoint_key = self._checkpoint_key(item)
                 job.checkpoint_due = time.monotonic() + self.checkpoint_interval
+        if job.resumed:
+            self.progress.add_bytes(sum(job.parts[n].size for n in job.resumed))
         nstripes = -(-job.nparts // job.per_stripe)
         with job.lock:
             job.finished = len(job.parts) == job.nparts
@@ -1130,12 +1134,16 @@ class TransferEngine:
                 self.progress_interval,
             )
             futures: list[Future] = []
-            self._large_count = sum(
-                1
+            large = [
+                item
                 for item in items
                 if not (self.server_side and item.src.size <= self.dst.max_server_copy)
                 and item.src.size > self.multipart_threshold
-            )
+            ]
+            self._large_count = len(large)
+            # Interrupted earlier copies of large objects, looked up in parallel (one small read each).
+            resumable = [item for item in large if self.resume and item.src.etag]
+            resumed = dict(zip(map(id, resumable), pool.map(self._resume_large, resumable), strict=True))
             with self.progress:
                 try:
                     for item in items:
@@ -1147,7 +1155,7 @@ class TransferEngine:
                             reserved = self.budget.acquire(item.src.size)
                             futures.append(pool.submit(self._copy_small, item, reserved))
                         else:
-                            self._start_large(pool, item, futures)
+                            self._start_large(pool, item, futures, resumed.pop(id(item), None))
                         if len(futures) > 4096:
                             futures = [f for f in futures if not f.done()]
                     wait(futures)
