@@ -293,3 +293,23 @@ def test_cost_ceiling_in_the_background_fails_before_any_job_and_leaves_no_insta
     assert core.store.list_jobs(cluster_name=cluster.name) == []
     assert aws_connections.live_instances(cluster.name, REGIONS) == []
     assert cluster.status.value == "TERMINATED"
+
+
+def test_settle_raises_the_cost_error_only_where_the_inputs_were_staged() -> None:
+    from types import SimpleNamespace
+
+    def refused() -> Any:
+        raise StagingCostError(
+            "max_staging_cost_usd: over", cloud="aws", region="eu-west-1", estimate=2, limit=1
+        )
+
+    here = SimpleNamespace(cloud="aws", region="EU-WEST-1")
+    elsewhere = SimpleNamespace(cloud="aws", region="us-west-2")
+    with pytest.raises(StagingCostError, match="over"):
+        input_staging.Prestaging("aws", "eu-west-1", refused).settle(here)
+    summary = input_staging.Prestaging("aws", "eu-west-1", refused).settle(elsewhere)
+    assert summary["used"] is False and "over" in summary["error"]  # the submit checks us-west-2 itself
+    handle = input_staging.Prestaging("aws", "eu-west-1", refused)
+    with pytest.raises(StagingCostError):
+        handle.result()
+    assert handle.done() and handle.started_at is not None and handle.finished_at >= handle.started_at
