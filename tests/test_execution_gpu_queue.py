@@ -15,16 +15,24 @@ def _wait(runner: SubprocessRunner, job_id: int, timeout: float = 30) -> jobs.Jo
     return jobs.wait_job(runner, job_id, timeout=timeout, poll=0.1)
 
 
+#: Runs until ~/release exists (no race with a fixed sleep on a loaded machine).
+HOLD = (
+    'echo "start $(date +%s.%N)" >> ~/timeline; while [ ! -e ~/release ]; do sleep 0.05; done; '
+    'echo "end $(date +%s.%N)" >> ~/timeline; echo done'
+)
+
+
 def test_second_gpu_job_waits_for_the_first(tmp_path: Path) -> None:
     runner = SubprocessRunner(tmp_path / "node")
-    jobs.submit_job(runner, 1, SCRIPT, num_gpus_per_node=1, gpu_capacity=1)
+    jobs.submit_job(runner, 1, HOLD, num_gpus_per_node=1, gpu_capacity=1)
     deadline = time.time() + 10
     while jobs.job_status(runner, 1).status is not jobs.JobStatus.RUNNING and time.time() < deadline:
         time.sleep(0.05)
-    jobs.submit_job(runner, 2, SCRIPT, num_gpus_per_node=1, gpu_capacity=1)
+    jobs.submit_job(runner, 2, HOLD, num_gpus_per_node=1, gpu_capacity=1)
     time.sleep(0.6)
     assert jobs.job_status(runner, 1).status is jobs.JobStatus.RUNNING
     assert jobs.job_status(runner, 2).status is jobs.JobStatus.PENDING  # queued behind job 1
+    (tmp_path / "node" / "release").touch()
     assert _wait(runner, 1).status is jobs.JobStatus.SUCCEEDED
     assert _wait(runner, 2).status is jobs.JobStatus.SUCCEEDED
     events = [line.split() for line in (tmp_path / "node" / "timeline").read_text().splitlines()]

@@ -229,3 +229,28 @@ def test_job_survives_the_submitter_being_killed(tmp_path):
         if submitter.poll() is None:
             os.killpg(submitter.pid, signal.SIGKILL)
         kill_processes_under(str(tmp_path), grace=1)
+
+
+def test_kill_owned_group_spares_a_reused_pid_group(tmp_path):
+    """A group id read from a job's files may name someone else's processes after pid reuse."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from airflow_provider_sky.execution.job_driver import NODE_HOME_ENV, kill_owned_group
+
+    home = str(tmp_path / "node")
+    ours = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                            env={**os.environ, NODE_HOME_ENV: home}, start_new_session=True)  # fmt: skip
+    other_env = {k: v for k, v in os.environ.items() if k != NODE_HOME_ENV}
+    theirs = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                              env=other_env, start_new_session=True)  # fmt: skip
+    try:
+        kill_owned_group(ours.pid, signal.SIGKILL, home)
+        kill_owned_group(theirs.pid, signal.SIGKILL, home)  # not marked for this node: spared
+        assert ours.wait(timeout=10) == -signal.SIGKILL
+        assert theirs.poll() is None
+    finally:
+        theirs.kill()
+        theirs.wait()

@@ -246,8 +246,9 @@ def _kill_jobs(home: str, grace: float) -> None:
         pid_text = _read(os.path.join(jdir, "pid"))
         if pid_text and pid_text.isdigit():
             pids.append(int(pid_text))
-            with contextlib.suppress(OSError):
-                os.kill(int(pid_text), signal.SIGTERM)
+            if pid_alive(int(pid_text), jdir):  # not a reused pid
+                with contextlib.suppress(OSError):
+                    os.kill(int(pid_text), signal.SIGTERM)
         with contextlib.suppress(ValueError, TypeError):
             pids += [int(p) for p in json.loads(_read(os.path.join(jdir, "children")) or "[]")]
         groups.append((jdir, pids))
@@ -258,13 +259,43 @@ def _kill_jobs(home: str, grace: float) -> None:
         time.sleep(0.05)
     for jdir, pids in groups:
         for pgid in pids:
-            with contextlib.suppress(OSError):
-                os.killpg(pgid, signal.SIGKILL)
+            kill_owned_group(pgid, signal.SIGKILL, home)
         if _read(os.path.join(jdir, "status")) not in TERMINAL:
             with contextlib.suppress(OSError):
                 if _read(os.path.join(jdir, "exit_code")) is None:
                     write_atomic(os.path.join(jdir, "exit_code"), "137\n")
                 write_atomic(os.path.join(jdir, "status"), "CANCELLED\n")
+
+
+def kill_owned_group(pgid: int, sig: int, home: str) -> None:
+    """Signal the live members of process group `pgid` that were started for node `home`.
+
+    Pids are reused (pid_max may be 32768), so a group id read from a job's files may now name
+    someone else's processes: only members whose environment carries this node's marker are hit.
+    """
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # no /proc (macOS): cannot tell, fall back to the group
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+        return
+    needle, base = f"{NODE_HOME_ENV}=".encode(), home.rstrip("/") + "/"
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+            fields = stat[stat.rindex(b")") + 2 :].split()
+            if int(fields[2]) != pgid or fields[0] == b"Z":
+                continue
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                marks = [v[len(needle) :].decode("utf-8", "replace") for v in f.read().split(b"\0") if v.startswith(needle)]
+        except (OSError, ValueError, IndexError):
+            continue
+        if marks and (marks[0] == home or marks[0].startswith(base)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry), sig)
 
 
 def _marked_pids(prefix: str) -> list[int]:

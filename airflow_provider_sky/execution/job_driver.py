@@ -167,6 +167,37 @@ def _killpg(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
+def kill_owned_group(pgid: int, sig: int, home: str) -> None:
+    """Signal the live members of process group `pgid` that were started for node `home`.
+
+    Pids are reused (pid_max may be 32768), so a group id read from a job's files may now name
+    someone else's processes: only members whose environment carries this node's marker are hit.
+    """
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # no /proc (macOS): cannot tell, fall back to the group
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+        return
+    needle, base = f"{NODE_HOME_ENV}=".encode(), home.rstrip("/") + "/"
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+            fields = stat[stat.rindex(b")") + 2 :].split()
+            if int(fields[2]) != pgid or fields[0] == b"Z":
+                continue
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                marks = [v[len(needle) :].decode("utf-8", "replace") for v in f.read().split(b"\0") if v.startswith(needle)]
+        except (OSError, ValueError, IndexError):
+            continue
+        if marks and (marks[0] == home or marks[0].startswith(base)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry), sig)
+
+
 # ---- state ----
 def job_state(jobdir: str) -> dict[str, Any]:
     """Status, exit code and pid of a job, reading its files (LOST when the driver vanished)."""
@@ -623,8 +654,9 @@ def cancel_jobs(jobdirs: list[str], grace: float = DEFAULT_GRACE) -> list[dict[s
         pids = [state["pid"]] if state["pid"] else []
         with contextlib.suppress(ValueError, TypeError):
             pids += json.loads(_read(os.path.join(jobdir, CHILDREN_FILE)) or "[]")
+        home = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(jobdir))))
         for pgid in pids:
-            _killpg(pgid, signal.SIGKILL)
+            kill_owned_group(pgid, signal.SIGKILL, home)
         if _read(os.path.join(jobdir, EXIT_CODE_FILE)) is None:
             write_atomic(os.path.join(jobdir, EXIT_CODE_FILE), "137\n")
         write_atomic(os.path.join(jobdir, STATUS_FILE), CANCELLED + "\n")
