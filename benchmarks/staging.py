@@ -200,6 +200,10 @@ def main() -> None:
         "progress_interval": 3600,
     }
     print(f"engine: {engine_opts}; {version}, --transfers {args.rclone_transfers}", flush=True)
+    # Both tools are timed as whole commands, start to exit: process start-up, SDK imports and
+    # client set-up, listing both sides, the copy with its checks. The verify pass that follows
+    # each copy is not timed.
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
     rows = []
     for set_name in args.sets.split(","):
         count, size = SETS[set_name]
@@ -273,6 +277,7 @@ def main() -> None:
         return xs[len(xs) // 2]
 
     print()
+    print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print("| pair | set | engine MB/s | rclone MB/s | engine/rclone | engine peak RSS | verified |")
     print("|---|---|---|---|---|---|---|")
     for set_name, pair, res in rows:

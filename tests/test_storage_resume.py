@@ -221,7 +221,8 @@ def test_gcs_session_lost_restarts_the_stripe(tmp_path):
     counting = CountingFileStore(str(root))
     report = TransferEngine(counting, "big/", dst, prefix, streams=1, **OPTS).run()
     assert report.files_copied == 1 and report.verified, report
-    # the part whose PUT found the session gone, then the whole stripe again
-    assert counting.bytes_read == PART + SIZE and report.bytes_resumed == 0
+    # the part whose PUT found the session gone (and the part the stream may have read ahead
+    # meanwhile), then the whole stripe again
+    assert PART + SIZE <= counting.bytes_read <= 2 * PART + SIZE and report.bytes_resumed == 0
     assert dst.read(prefix + "obj.bin") == data
     assert _resume_states(dst) == []

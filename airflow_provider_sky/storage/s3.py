@@ -73,20 +73,18 @@ def make_s3_client(
     read_timeout: float = 60,
     max_attempts: int = 5,
 ) -> Any:
-    """A thread-safe boto3 S3 client. With `endpoint_url` (emulators, MinIO) path-style addressing
-    is used so bucket names never turn into DNS lookups of `<bucket>.<endpoint host>`."""
-    import boto3
+    """A thread-safe S3 client (botocore's: the same client boto3 makes, without importing boto3
+    and s3transfer, which an engine process does not use). With `endpoint_url` (emulators, MinIO)
+    path-style addressing is used so bucket names never turn into DNS lookups of
+    `<bucket>.<endpoint host>`."""
+    import botocore.session
     from botocore.config import Config
 
-    session = boto3.session.Session(
-        aws_access_key_id=aws_access_key_id,
-        aws_secret_access_key=aws_secret_access_key,
-        aws_session_token=aws_session_token,
-        region_name=region_name,
-        profile_name=profile_name,
-    )
+    session = botocore.session.Session(profile=profile_name)
+    if aws_access_key_id or aws_secret_access_key or aws_session_token:
+        session.set_credentials(aws_access_key_id, aws_secret_access_key, aws_session_token)
     with contextlib.suppress(Exception):  # this session's clients only
-        factory = session._session.get_component("response_parser_factory")
+        factory = session.get_component("response_parser_factory")
         factory.set_parser_defaults(timestamp_parser=_parse_timestamp)
     config = Config(
         max_pool_connections=max_pool_connections,
@@ -98,12 +96,12 @@ def make_s3_client(
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    kwargs: dict[str, Any] = {"config": config}
+    kwargs: dict[str, Any] = {"config": config, "region_name": region_name}
     if endpoint_url:
         kwargs["endpoint_url"] = endpoint_url
     if verify is not None:
         kwargs["verify"] = verify
-    return session.client("s3", **kwargs)
+    return session.create_client("s3", **kwargs)
 
 
 class S3Store(Store):

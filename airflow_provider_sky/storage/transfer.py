@@ -22,7 +22,8 @@
   source ETag and size) asks the destination which of those parts it still has (S3 ListParts,
   Azure uncommitted blocks, GCS acknowledged session bytes) and reads only the others.
 - Parts are read with `readinto` into buffers pooled by the byte budget, so the resident memory
-  of a copy is about `memory_budget`, not twice it.
+  of a copy is about `memory_budget`, not twice it. Each stream reads (and hashes) up to
+  `read_ahead` parts ahead of the part it is uploading, within that budget.
 - Before copying, the bytes to move give a cost and time estimate (`egress_price_per_gb`);
   progress (bytes, files, rate, ETA) goes to the `progress` callback and to the logger.
 """
@@ -34,6 +35,7 @@ import hashlib
 import json
 import logging
 import posixpath
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -494,6 +496,7 @@ class TransferEngine:
         streams: int | None = None,
         resume: bool = True,
         checkpoint_interval: float = 2.0,
+        read_ahead: int = 1,
     ):
         self.src, self.src_key = src, src_key
         self.dst, self.dst_key = dst, dst_key
@@ -522,6 +525,8 @@ class TransferEngine:
         # Large objects continue an interrupted earlier run's multipart upload (see _resume_large).
         self.resume = resume
         self.checkpoint_interval = checkpoint_interval
+        # Parts each stream reads ahead of the one it is uploading (0: read, then upload).
+        self.read_ahead = max(0, int(read_ahead))
         self._checkpoints: ThreadPoolExecutor | None = None
 
     # ---- planning
@@ -907,8 +912,8 @@ class TransferEngine:
         """Copy parts first..last-1 (0-based) of a large object: one streamed ranged read of the
         source from the first part not yet uploaded, each part read into a pooled buffer, hashed
         once (MD5 + CRC32C) and handed to the destination's `upload_stream` (parts / blocks / a
-        resumable upload), one part in memory at a time. A retry continues after the parts
-        already uploaded."""
+        resumable upload), with up to `read_ahead` parts read while one is uploaded. A retry
+        continues after the parts already uploaded."""
         item = job.item
         size, part_size = item.src.size, job.part_size
         stripe_start, stripe_end = first * part_size, min(size, last * part_size)
@@ -935,28 +940,85 @@ class TransferEngine:
             yielded: list[PartResult] = []
 
             def chunks():
-                for index in range(begin, last):
-                    if job.failed is not None or self.cancelled.is_set():
-                        raise _Cancelled(f"copy of {item.rel} cancelled")
-                    offset = index * part_size
-                    length = min(part_size, size - offset)
-                    buf = self.budget.take_buffer(part_size if length <= part_size else length)
+                # A reader thread fills pooled buffers ahead of the upload (`read_ahead` parts
+                # beyond the one being uploaded), so reading and hashing part N+1 overlaps the
+                # upload of part N; `slots` bounds the parts this stream holds.
+                slots = threading.Semaphore(1 + self.read_ahead)
+                ready: queue.SimpleQueue = queue.SimpleQueue()
+                stop = threading.Event()
+
+                def reader() -> None:
                     try:
-                        view = memoryview(buf)[:length]
-                        got = readinto_full(stream, view)
-                        if got != length:
-                            raise IntegrityError(
-                                f"{self.src.uri(item.src.key)} part {index + 1}: read {got} of {length} bytes"
-                            )
-                        md5 = hashlib.md5(view).digest() if want_md5 else b""
-                        part = PartResult(index + 1, length, md5, crc32c_value(view))
-                        yielded.append(part)
-                        yield index + 1, offset, view, md5
-                        del view
-                        # Asked for the next part: this one is durably uploaded.
-                        self._part_done(job, part)
-                    finally:
-                        self.budget.give_buffer(buf)
+                        for index in range(begin, last):
+                            while not slots.acquire(timeout=0.2):
+                                if stop.is_set():
+                                    return
+                            if stop.is_set() or job.failed is not None or self.cancelled.is_set():
+                                slots.release()
+                                if stop.is_set():
+                                    return
+                                raise _Cancelled(f"copy of {item.rel} cancelled")
+                            offset = index * part_size
+                            length = min(part_size, size - offset)
+                            buf = self.budget.take_buffer(part_size)
+                            if stop.is_set():  # the upload side gave up while this waited
+                                self.budget.give_buffer(buf)
+                                return
+                            try:
+                                view = memoryview(buf)[:length]
+                                got = readinto_full(stream, view)
+                                if got != length:
+                                    raise IntegrityError(
+                                        f"{self.src.uri(item.src.key)} part {index + 1}: "
+                                        f"read {got} of {length} bytes"
+                                    )
+                                md5 = hashlib.md5(view).digest() if want_md5 else b""
+                                part = PartResult(index + 1, length, md5, crc32c_value(view))
+                                del view
+                            except BaseException:
+                                self.budget.give_buffer(buf)
+                                slots.release()
+                                raise
+                            ready.put((part, offset, buf))
+                    except BaseException as exc:  # handed to the uploading side
+                        ready.put(exc)
+
+                def drain() -> None:
+                    while True:
+                        try:
+                            left = ready.get_nowait()
+                        except queue.Empty:
+                            return
+                        if not isinstance(left, BaseException):
+                            self.budget.give_buffer(left[2])
+
+                thread = threading.Thread(target=reader, name="sky-transfer-read", daemon=True)
+                thread.start()
+                try:
+                    for _ in range(begin, last):
+                        if job.failed is not None or self.cancelled.is_set():
+                            raise _Cancelled(f"copy of {item.rel} cancelled")
+                        got = ready.get()
+                        if isinstance(got, BaseException):
+                            raise got
+                        part, offset, buf = got
+                        try:
+                            view = memoryview(buf)[: part.size]
+                            yielded.append(part)
+                            yield part.number, offset, view, part.md5
+                            del view
+                            # Asked for the next part: this one is durably uploaded.
+                            self._part_done(job, part)
+                        finally:
+                            self.budget.give_buffer(buf)
+                            slots.release()
+                finally:
+                    # Parts read ahead that this attempt will not upload go back before waiting
+                    # for the reader (which may need room for its buffer), and after.
+                    stop.set()
+                    drain()
+                    thread.join()
+                    drain()
 
             parts = chunks()
             try:
@@ -1207,7 +1269,8 @@ def transfer(
     egress_price_per_gb (callable (src_cloud, src_region, dst_cloud, dst_region) -> USD/GB),
     throughput_hint (bytes/s for the time estimate), max_cost_usd, dry_run, retries, resume (True:
     a large object whose copy was interrupted continues from the parts already uploaded, see
-    `_resume_large`), checkpoint_interval (2 s: how often that resume state is recorded).
+    `_resume_large`), checkpoint_interval (2 s: how often that resume state is recorded),
+    read_ahead (1: parts each stream reads ahead of the one it uploads; 0 reads, then uploads).
 
     A source URI ending in '/' (or naming no single object) is a prefix: every object under it is
     copied to the same relative key under the destination prefix. Raises TransferError (with
