@@ -52,7 +52,7 @@ print("RESULT " + json.dumps(out))
 
 def test_large_copy_peak_rss_within_budget(tmp_path):
     if not os.access("/proc/self/clear_refs", os.W_OK):
-        pytest.skip("needs Linux /proc/self/clear_refs to reset the peak RSS")
+        pytest.skip(reason="needs Linux /proc/self/clear_refs to reset the peak RSS")
     s3, gcs, azure = get_emulator("s3"), get_emulator("gcs"), get_emulator("azure")
     src_bucket, mid_bucket, dst_bucket = unique_name("mem"), unique_name("mem"), unique_name("mem")
     src = s3.store(src_bucket)

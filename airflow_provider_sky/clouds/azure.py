@@ -171,13 +171,6 @@ class AzureCloud(SshVmCloud):
         """The shared SSH settings plus ``azure_ssh_cidrs`` / ``azure_ports_cidrs`` (comma-separated) and
         ``azure_cleanup_empty_groups`` (false: keep the region resource groups, vnets and NSGs)."""
         super().configure_from_extras(extra)
-        for key in ("ssh_cidrs", "ports_cidrs"):
-            raw = extra.get(f"azure_{key}")
-            if raw not in (None, ""):
-                cidrs = tuple(c.strip() for c in str(raw).split(",") if c.strip())
-                if not cidrs:
-                    raise ConfigError(f"azure_{key}: {raw!r} holds no CIDR", cloud=AZURE, fix="e.g. '203.0.113.0/24,10.0.0.0/8'")
-                setattr(self, key, cidrs)
         raw = extra.get("azure_cleanup_empty_groups")
         if raw not in (None, ""):
             self.cleanup_empty_groups = str(raw).strip().lower() in _TRUE

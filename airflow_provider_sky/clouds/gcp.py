@@ -164,13 +164,6 @@ class GcpCloud(SshVmCloud):
         """The shared SSH settings plus ``gcp_ssh_cidrs`` / ``gcp_ports_cidrs`` (comma-separated) and
         ``gcp_manage_firewall`` (false: never create or delete firewall rules)."""
         super().configure_from_extras(extra)
-        for key in ("ssh_cidrs", "ports_cidrs"):
-            raw = extra.get(f"gcp_{key}")
-            if raw not in (None, ""):
-                cidrs = tuple(c.strip() for c in str(raw).split(",") if c.strip())
-                if not cidrs:
-                    raise ConfigError(f"gcp_{key}: {raw!r} holds no CIDR", cloud=GCP, fix="e.g. '203.0.113.0/24,10.0.0.0/8'")
-                setattr(self, key, cidrs)
         raw = extra.get("gcp_manage_firewall")
         if raw not in (None, ""):
             self.manage_firewall = str(raw).strip().lower() in _TRUE

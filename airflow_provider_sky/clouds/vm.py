@@ -80,7 +80,8 @@ class SshVmCloud(Cloud):
 
     def configure_from_extras(self, extra: Mapping[str, Any]) -> None:
         """Apply ``<cloud>_ssh_user``, ``_ssh_port``, ``_ssh_jump_host``, ``_ssh_proxy_command`` and
-        ``_use_private_ips`` from the sky connection's extras (unset ones are left as they are)."""
+        ``_use_private_ips``, ``_ssh_cidrs``, ``_ports_cidrs`` from the sky connection's extras
+        (unset ones are left as they are)."""
 
         def get(key: str) -> Any:
             value = extra.get(f"{self.name}_{key}")
@@ -95,6 +96,16 @@ class SshVmCloud(Cloud):
         private = get("use_private_ips")
         if private is not None:
             self.use_private_ips = str(private).strip().lower() in ("1", "true", "yes", "on")
+        for key in ("ssh_cidrs", "ports_cidrs"):  # comma-separated, for clouds that open ports
+            raw = get(key)
+            if raw is None or not hasattr(self, key):
+                continue
+            cidrs = tuple(c.strip() for c in str(raw).split(",") if c.strip())
+            if not cidrs:
+                raise ConfigError(
+                    f"{self.name}_{key}: {raw!r} holds no CIDR", cloud=self.name, fix="e.g. '203.0.113.0/24,10.0.0.0/8'"
+                )
+            setattr(self, key, cidrs)
 
     def key_path(self) -> Path:
         return self.key_dir / "sky-key"
