@@ -119,10 +119,13 @@ def _hwm_mib(pid: int) -> float:
     return 0.0
 
 
-def run_child(argv: list[str], env: dict | None = None) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MiB, combined output) of a child process."""
+def run_child(argv: list[str], env: dict | None = None) -> tuple[float, float, float, str]:
+    """(wall seconds, peak RSS MiB, CPU seconds (user + system), combined output) of a child
+    process."""
+    import resource
     import threading
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
     chunks: list[str] = []
@@ -134,12 +137,14 @@ def run_child(argv: list[str], env: dict | None = None) -> tuple[float, float, s
         time.sleep(0.05)
     wall = time.monotonic() - t0
     reader.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     out = "".join(chunks)
     if "PEAK_RSS_MIB " in out:  # the engine child reports its own final VmHWM (no sampling gap)
         peak = max(peak, float(out.split("PEAK_RSS_MIB ", 1)[1].split()[0]))
     if proc.returncode != 0:
         raise RuntimeError(f"{argv[0]} failed ({proc.returncode}):\n{out[-3000:]}")
-    return wall, peak, out
+    return wall, peak, cpu, out
 
 
 def engine_child(args_json: str) -> None:
@@ -228,7 +233,7 @@ def main() -> None:
                         if tool == "rclone":
                             env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
                             env["RCLONE_CONFIG"] = str(conf)
-                            wall, rss, _ = run_child(
+                            wall, rss, cpu, _ = run_child(
                                 [
                                     args.rclone,
                                     "copy",
@@ -249,7 +254,7 @@ def main() -> None:
                                     "engine": engine_opts,
                                 }
                             )
-                            wall, rss, out = run_child([sys.executable, __file__, "--engine-child", payload])
+                            wall, rss, cpu, out = run_child([sys.executable, __file__, "--engine-child", payload])
                             rep_json = json.loads(out.split("REPORT ", 1)[1].splitlines()[0])
                             assert rep_json["verified"] and rep_json["files"] == count, rep_json
                         check = verify(
@@ -262,7 +267,7 @@ def main() -> None:
                         results[tool].append((total / wall / 1e6, rss, ok))
                         print(
                             f"  {set_name:5} {pair:9} {tool:6} {total / wall / 1e6:7.1f} MB/s  {wall:6.1f}s  "
-                            f"peak RSS {rss:6.0f} MiB  verified={ok}",
+                            f"peak RSS {rss:6.0f} MiB  CPU {cpu:5.1f}s  verified={ok}",
                             flush=True,
                         )
                         wipe(emus[d_kind], dst_bucket)

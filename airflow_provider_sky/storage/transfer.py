@@ -454,7 +454,7 @@ class _LargeCopy:
         self.parts: dict[int, PartResult] = {}
         self.lock = threading.Lock()
         self.failed: BaseException | None = None
-        self.finished = False
+        self.settled = threading.Event()  # set once the job is finished (done or given up)
         self.part_size = 0
         self.per_stripe = max(1, nparts)
         self.resumed: set[int] = set()  # parts an earlier run uploaded
@@ -463,6 +463,18 @@ class _LargeCopy:
         self.checkpoint_pending = False
         self.checkpoint_written = False  # a resume state exists at checkpoint_key
         self.checkpoint_due = 0.0  # monotonic time before which no resume state is written
+
+
+    @property
+    def finished(self) -> bool:
+        return self.settled.is_set()
+
+    @finished.setter
+    def finished(self, value: bool) -> None:
+        if value:
+            self.settled.set()
+        else:
+            self.settled.clear()
 
 
 class _Cancelled(StorageError):
@@ -528,6 +540,7 @@ class TransferEngine:
         # Parts each stream reads ahead of the one it is uploading (0: read, then upload).
         self.read_ahead = max(0, int(read_ahead))
         self._checkpoints: ThreadPoolExecutor | None = None
+        self._closing = threading.Event()  # run() is winding down: pending checkpoints go now
 
     # ---- planning
     def _resolve(self) -> tuple[str, str, ObjectInfo | None]:
@@ -900,7 +913,14 @@ class TransferEngine:
         job has run that long: a copy that quick is cheaper to redo than to checkpoint)."""
         delay = job.checkpoint_due - time.monotonic()
         if delay > 0:
-            self.cancelled.wait(delay)
+            # Woken early when the job settles (a finished copy needs no checkpoint) or the
+            # engine winds down, so neither waits out the interval.
+            deadline = time.monotonic() + delay
+            while not (job.settled.is_set() or self.cancelled.is_set() or self._closing.is_set()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                job.settled.wait(min(left, 0.05))
         with job.lock:
             job.checkpoint_pending = False
             if job.finished and job.failed is None:  # completed (or completing): nothing to resume
@@ -1233,6 +1253,7 @@ class TransferEngine:
                         self.report.files_deleted += 1
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            self._closing.set()
             self._checkpoints.shutdown(wait=True)
             self.budget.drop_idle()
         r = self.report
