@@ -90,7 +90,10 @@ def test_failure_mid_object_then_resume_reads_only_missing_parts(kind, streams, 
     bucket = unique_name("res")
     emu.store(bucket)
     root, data = _source(tmp_path)
-    dst, prefix = open_uri(emu.uri(bucket, "out/"), **emu.options())
+    # GCS: one PUT per part, so each part is acknowledged on its own (the default sends up to
+    # 64 MiB of parts per PUT; see the test of that below).
+    chunk = {"resumable_chunk_size": PART} if kind == "gcs" else {}
+    dst, prefix = open_uri(emu.uri(bucket, "out/"), **emu.options(), **chunk)
 
     # 1st run: the source fails while reading the 3rd part of each stripe.
     failing = CountingFileStore(str(root), fail_after=(2 * PART + MiB) if streams == 1 else 5 * PART)
@@ -211,7 +214,7 @@ def test_gcs_session_lost_restarts_the_stripe(tmp_path):
     bucket = unique_name("lost")
     emu.store(bucket)
     root, data = _source(tmp_path)
-    dst, prefix = open_uri(emu.uri(bucket, "out/"), **emu.options())
+    dst, prefix = open_uri(emu.uri(bucket, "out/"), **emu.options(), resumable_chunk_size=PART)
     with pytest.raises(TransferError):
         TransferEngine(
             CountingFileStore(str(root), fail_after=3 * PART), "big/", dst, prefix, streams=1, **OPTS
@@ -247,3 +250,56 @@ def test_finished_copy_does_not_wait_for_its_checkpoint(tmp_path):
     assert report.seconds < interval / 4, report.seconds
     assert dst.read(prefix + "obj.bin") == data
     assert _resume_states(dst) == []
+
+
+def test_gcs_parts_share_a_put_and_a_failed_put_is_sent_again(tmp_path):
+    """With a resumable chunk of two parts, each PUT streams two parts of the stripe; a source
+    failure inside the second PUT loses that PUT's parts only, and the rerun sends them again."""
+    emu = get_emulator("gcs")
+    bucket = unique_name("chunk")
+    emu.store(bucket)
+    root, data = _source(tmp_path)
+    dst, prefix = open_uri(emu.uri(bucket, "out/"), **emu.options(), resumable_chunk_size=2 * PART)
+    puts: list[int] = []
+    original = dst._resumable_put
+
+    def counting_put(url, key, body, start, total):
+        puts.append(len(body))
+        return original(url, key, body, start, total)
+
+    dst._resumable_put = counting_put
+    # The source fails in the 4th part: the first PUT (parts 1-2) is acknowledged, the second
+    # (parts 3-4) is cut off mid-request.
+    failing = CountingFileStore(str(root), fail_after=3 * PART + MiB)
+    with pytest.raises(TransferError):
+        TransferEngine(failing, "big/", dst, prefix, streams=1, **OPTS).run()
+    assert puts == [2 * PART, 2 * PART]
+    assert dst.head(prefix + "obj.bin") is None
+
+    puts.clear()
+    counting = CountingFileStore(str(root))
+    report = TransferEngine(counting, "big/", dst, prefix, streams=1, **OPTS).run()
+    assert report.files_copied == 1 and report.verified, report
+    assert report.bytes_resumed == 2 * PART  # the acknowledged PUT only
+    assert counting.bytes_read == SIZE - 2 * PART
+    assert puts == [2 * PART, SIZE - 4 * PART]  # parts 3-4, then the short last PUT (parts 5-6)
+    assert dst.read(prefix + "obj.bin") == data
+    assert _resume_states(dst) == []
+
+
+def test_gcs_stripe_goes_in_one_put_by_default(tmp_path):
+    """Default chunk (64 MiB): a 26 MiB object is one streamed PUT, not one per part."""
+    emu = get_emulator("gcs")
+    bucket = unique_name("one")
+    emu.store(bucket)
+    root, data = _source(tmp_path)
+    dst, prefix = open_uri(emu.uri(bucket, "out/"), **emu.options())
+    puts: list[int] = []
+    original = dst._resumable_put
+    dst._resumable_put = lambda url, key, body, start, total: (
+        puts.append(len(body)) or original(url, key, body, start, total)
+    )
+    report = TransferEngine(FileStore(str(root)), "big/", dst, prefix, streams=1, **OPTS).run()
+    assert report.files_copied == 1 and report.verified, report
+    assert puts == [SIZE]
+    assert dst.read(prefix + "obj.bin") == data

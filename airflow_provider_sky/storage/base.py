@@ -227,8 +227,9 @@ class MultipartUpload(ABC):
         """Upload (the rest of) one stripe of the object: consecutive parts `chunks` yields as
         (number, offset, data, md5 digest), in order; the stripe spans `size` bytes from object
         offset `start` (default: the first chunk's offset), stripe `stripe` of `nstripes` (stripes
-        may be uploaded in parallel). When it asks for the next part, every part it was given
-        before is durably uploaded. Returns each part's token. Default: one `upload_part` per
+        may be uploaded in parallel). A part is durable once its token is in `tokens` (one
+        request may carry several parts); every part is durable when this returns. A part's
+        data is valid only until the next part is asked for. Returns each part's token. Default: one `upload_part` per
         part; backends with a cheaper sequential protocol (GCS resumable uploads) override it."""
         tokens: dict[int, str] = {}
         for number, offset, data, md5 in chunks:

@@ -36,6 +36,10 @@ from .base import (
 )
 
 _COMPOSE_MAX = 32
+# Bytes sent per PUT of a resumable upload: the parts of a stripe stream through one request up
+# to this size. Larger means fewer requests (and, on fake-gcs-server, which re-hashes the whole
+# upload on every request, much less server work); smaller means less to resend after a crash.
+RESUMABLE_CHUNK = 64 << 20
 
 
 def make_gcs_client(
@@ -109,9 +113,11 @@ class GCSStore(Store):
         endpoint: str | None = None,
         anonymous: bool = False,
         max_pool_connections: int = 64,
+        resumable_chunk_size: int = RESUMABLE_CHUNK,
     ):
         self.bucket = bucket
         self.endpoint = endpoint
+        self.resumable_chunk_size = max(1, int(resumable_chunk_size))
         self.client = client or make_gcs_client(
             project=project,
             credentials=credentials,
@@ -212,6 +218,8 @@ class GCSStore(Store):
         return location
 
     def _resumable_put(self, session_url: str, key: str, data: Any, start: int, total: int | None) -> Any:
+        """One PUT of bytes [start, start+len(data)) to a resumable session (the last one when
+        `total` is given); `data` is bytes-like or a `_StreamedBody`."""
         n = len(data)
         end = f"{start + n - 1}" if n else "*"
         rng = f"bytes {start}-{end}/{'*' if total is None else total}" if n else f"bytes */{total}"
@@ -389,12 +397,16 @@ class _GCSComposite(MultipartUpload):
         chunks: Iterable[tuple[int, int, Any, bytes]],
         start: int | None = None,
     ) -> dict[int, str]:
-        """The stripe as one resumable upload, one PUT per part (parts are multiples of 256 KiB
-        but the last): the server acknowledges each part, so a retry or a later run continues
-        after the last acknowledged one. A single stripe uploads straight to the target."""
+        """The stripe as one resumable upload. Consecutive parts stream through one PUT of up to
+        the store's `resumable_chunk_size` bytes (parts are multiples of 256 KiB but the last);
+        each acknowledged PUT makes its parts durable, so a retry or a later run continues after
+        the last acknowledged PUT. A single stripe uploads straight to the target."""
         direct = nstripes == 1
         tokens: dict[int, str] = {}
-        for number, offset, data, _md5 in chunks:
+        parts = iter(chunks)
+        pending = next(parts, None)
+        while pending is not None:
+            number, offset, data, _md5 = pending
             st = self.stripes.get(stripe)
             if st is None:
                 name = self.key if direct else f"{self.scratch}s{stripe:05d}"
@@ -411,14 +423,19 @@ class _GCSComposite(MultipartUpload):
                     self.stripes[stripe] = st
                     if not direct:
                         self.created.append(name)
-            name, pos, n = st["name"], offset - st["start"], len(data)
+            name, pos = st["name"], offset - st["start"]
             if pos != st["acked"]:
                 raise ResumeError(
                     f"resumable upload of {self.store.uri(name)} is at byte {st['acked']}, part {number} at {pos}"
                 )
-            last = pos + n >= st["size"]
+            # This PUT: whole parts of this one's size, up to the chunk size (at least one part).
+            part_len = len(data)
+            per_put = max(1, self.store.resumable_chunk_size // max(1, part_len))
+            length = min(per_put * part_len, st["size"] - pos)
+            body = _StreamedBody(pending, parts, length)
+            last = pos + length >= st["size"]
             try:
-                result = self.store._resumable_put(st["url"], name, data, pos, st["size"] if last else None)
+                result = self.store._resumable_put(st["url"], name, body, pos, st["size"] if last else None)
             except Exception as exc:
                 if getattr(exc, "code", None) not in (404, 410):
                     raise
@@ -431,10 +448,15 @@ class _GCSComposite(MultipartUpload):
                 raise StorageError(
                     f"resumable upload of {self.store.uri(name)} lost ({exc}); restarting it"
                 ) from exc
+            if body.sent != length:
+                raise StorageError(
+                    f"resumable upload of {self.store.uri(name)}: {body.sent} of {length} bytes handed over"
+                )
             with self._lock:
-                st["acked"] = pos + n
-                st["parts"].append(number)
-            tokens[number] = self.tokens[number] = name
+                st["acked"] = pos + length
+                st["parts"].extend(body.numbers)
+                for n in body.numbers:
+                    tokens[n] = self.tokens[n] = name
             if last:
                 info = _blob_info(name, result)
                 if info.size != st["size"]:
@@ -443,6 +465,7 @@ class _GCSComposite(MultipartUpload):
                     )
                 if direct:
                     self.direct = info
+            pending = next(parts, None)
         return tokens
 
     def upload_part(self, number: int, data: Any, md5: bytes, offset: int) -> str:
@@ -504,3 +527,37 @@ class _GCSComposite(MultipartUpload):
             with contextlib.suppress(Exception):
                 self.store.delete(name)
         self.created = []
+
+
+class _StreamedBody:
+    """Request body of `length` bytes made of consecutive parts pulled from the engine as they are
+    sent (the next part is asked for only once the previous one is on the wire, so each reused
+    part buffer is handed back as soon as possible). `len()` gives requests the Content-Length."""
+
+    def __init__(self, first: tuple[int, int, Any, bytes], rest: Iterator[Any], length: int):
+        self._first: tuple[int, int, Any, bytes] | None = first
+        self._rest = rest
+        self._length = length
+        self.sent = 0
+        self.numbers: list[int] = []
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._first is None:
+            raise StorageError("a streamed request body cannot be sent twice")
+        number, _offset, data, _md5 = self._first
+        self._first = None
+        while True:
+            if self.sent + len(data) > self._length:
+                raise StorageError(f"part {number} runs past the end of this request's byte range")
+            self.numbers.append(number)
+            yield data
+            self.sent += len(data)
+            if self.sent >= self._length:
+                return
+            got = next(self._rest, None)
+            if got is None:  # raising aborts the request; returning would leave the server waiting
+                raise StorageError(f"parts ended {self._length - self.sent} bytes short of this request")
+            number, _offset, data, _md5 = got

@@ -958,6 +958,7 @@ class TransferEngine:
             start = begin * part_size
             stream = self.src.open_range(item.src.key, start, stripe_end)
             yielded: list[PartResult] = []
+            unacked: list[PartResult] = []
 
             def chunks():
                 # A reader thread fills pooled buffers ahead of the upload (`read_ahead` parts
@@ -1025,10 +1026,15 @@ class TransferEngine:
                         try:
                             view = memoryview(buf)[: part.size]
                             yielded.append(part)
+                            unacked.append(part)
                             yield part.number, offset, view, part.md5
                             del view
-                            # Asked for the next part: this one is durably uploaded.
-                            self._part_done(job, part)
+                            # Asked for the next part: the parts the upload has acknowledged so
+                            # far are durable (one PUT may carry several parts: GCS).
+                            tokens = job.upload.tokens
+                            for done in [p for p in unacked if p.number in tokens]:
+                                self._part_done(job, done)
+                                unacked.remove(done)
                         finally:
                             self.budget.give_buffer(buf)
                             slots.release()
