@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_sky.storage import TransferError, open_uri, transfer, verify
+from airflow_provider_sky.storage.transfer import TransferEngine
 from tests.emulators import REPO, get_emulator, unique_name
 
 MiB = 1 << 20
@@ -161,12 +162,13 @@ def test_destination_emulator_restarted_mid_copy(kind, tmp_path):
     for i in range(n):
         src_store.write(f"r/f{i:04d}", _bytes(30_000 + i, i))
     src_store.write("r/zz-big", _bytes(16 * MiB, 77))
-    restarted = threading.Event()
+    restarted, down = threading.Event(), threading.Event()
     times: dict[str, float] = {}
 
     def bounce():
         emu.stop()
         times["down"] = time.monotonic()
+        down.set()
         time.sleep(1.0)
         emu.start()
         times["up"] = time.monotonic()
@@ -178,17 +180,32 @@ def test_destination_emulator_restarted_mid_copy(kind, tmp_path):
 
     src_uri, dst_uri = s3.uri(src_bucket, "r/"), emu.uri(dst_bucket, "r/")
     opts = {"src_options": s3.options(), "dst_options": emu.options()}
+    src, src_key = open_uri(src_uri, **s3.options())
+    dst, dst_key = open_uri(dst_uri, **emu.options())
+    # Once the restart is due, reads wait until the service is down: the copy cannot outrun it.
+    read, open_range = src.read, src.open_range
+
+    def held(fn):
+        def call(*args, **kwargs):
+            if restarted.is_set():
+                down.wait(30)
+            return fn(*args, **kwargs)
+
+        return call
+
+    src.read, src.open_range = held(read), held(open_range)
     started = time.monotonic()
-    report = transfer(
-        src_uri,
-        dst_uri,
+    report = TransferEngine(
+        src,
+        src_key,
+        dst,
+        dst_key,
         workers=4,
         part_size=4 * MiB,
         multipart_threshold=4 * MiB,
         progress=restart_once,
         progress_interval=0.02,
-        **opts,
-    )
+    ).run()
     finished = time.monotonic()
     assert restarted.is_set() and times.get("down", finished) < finished, (
         "the copy finished before the restart"

@@ -19,7 +19,6 @@ import base64
 import hashlib
 import hmac
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping
@@ -27,24 +26,16 @@ from email.utils import formatdate
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from .base import StorageError
+from .direct_http import DirectHTTPError, SignatureRefused, direct_enabled, make_pool, proxied
+
+__all__ = ["AzureHTTPError", "SharedKeyBlobWriter", "SignatureRefused", "writer_for"]
 
 log = logging.getLogger(__name__)
 
 API_VERSION = "2021-08-06"  # Put Blob / Put Block as used here are unchanged since 2019
 
 
-class AzureHTTPError(StorageError):
-    """A non-2xx answer to a directly sent request (`status_code` is what retries look at)."""
-
-    def __init__(self, message: str, status_code: int, error_code: str | None):
-        super().__init__(message)
-        self.status_code = status_code
-        self.error_code = error_code
-
-
-class SignatureRefused(AzureHTTPError):
-    """The service rejected the Shared Key signature (403): the caller falls back to the SDK."""
+AzureHTTPError = DirectHTTPError
 
 
 class SharedKeyBlobWriter:
@@ -60,8 +51,6 @@ class SharedKeyBlobWriter:
         maxsize: int = 64,
         timeout: tuple[float, float] = (10, 120),
     ):
-        import urllib3
-
         parts = urlsplit(account_url.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) account URL: {account_url!r}")
@@ -69,13 +58,7 @@ class SharedKeyBlobWriter:
         self._key = base64.b64decode(account_key)
         self._base_path = f"{parts.path}/{quote(container, safe='')}"
         self._origin = f"{parts.scheme}://{parts.netloc}"
-        ca = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        kwargs: dict[str, Any] = {"maxsize": maxsize, "block": False, "retries": False}
-        if parts.scheme == "https" and ca:
-            kwargs["ca_certs"] = ca
-        self._pool = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]), **kwargs
-        )
+        self._pool = make_pool(account_url, maxsize, timeout)
         self._date_lock = threading.Lock()
         self._date = ("", 0)
 
@@ -166,7 +149,7 @@ class SharedKeyBlobWriter:
 def writer_for(service: Any, container: str) -> SharedKeyBlobWriter | None:
     """A direct writer for `service`'s container when its credential is the account's Shared
     Key and no proxy applies to the endpoint; None otherwise (the SDK handles those)."""
-    if os.environ.get("SKY_AZURE_DIRECT", "1") == "0":
+    if not direct_enabled("azure"):
         return None
     credential = getattr(service, "credential", None)
     name = getattr(credential, "account_name", None)
@@ -176,9 +159,7 @@ def writer_for(service: Any, container: str) -> SharedKeyBlobWriter | None:
         return None
     account_url = url.split("?", 1)[0]
     try:
-        from requests.utils import get_environ_proxies
-
-        if get_environ_proxies(account_url):
+        if proxied(account_url):
             return None
         return SharedKeyBlobWriter(account_url, container, name, key)
     except Exception as exc:  # any doubt: the SDK path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
@@ -19,6 +20,10 @@ from .base import (
     ViewReader,
     normalize_metadata,
 )
+from .direct_http import SignatureRefused
+from .s3_direct import Redirected, reader_for
+
+log = logging.getLogger(__name__)
 
 
 def _body(data: Any) -> Any:
@@ -138,6 +143,8 @@ class S3Store(Store):
             max_pool_connections=max_pool_connections,
             verify=verify,
         )
+        # Reads as signed GETs over urllib3 when the client allows (see s3_direct).
+        self._direct = reader_for(self.client, bucket)
 
     def uri(self, key: str = "") -> str:
         return f"s3://{self.bucket}/{key}"
@@ -195,6 +202,17 @@ class S3Store(Store):
             if end is not None and end <= start:
                 return b""
             kwargs["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        direct = self._direct
+        if direct is not None:
+            try:
+                return direct.get(key, start, end)
+            except NotFound:
+                raise NotFound(self.uri(key)) from None
+            except SignatureRefused as exc:
+                log.warning("%s; reading through botocore from now on", exc)
+                self._direct = None
+            except Redirected:
+                pass  # botocore follows the bucket to its region
         try:
             resp = self.client.get_object(**kwargs)
         except self.client.exceptions.NoSuchKey as exc:
@@ -361,6 +379,8 @@ class S3Store(Store):
         return resp.get("LocationConstraint") or "us-east-1"
 
     def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
         self.client.close()
 
 
