@@ -24,6 +24,10 @@
 - Parts are read with `readinto` into buffers pooled by the byte budget, so the resident memory
   of a copy is about `memory_budget`, not twice it. Each stream reads (and hashes) up to
   `read_ahead` parts ahead of the part it is uploading, within that budget.
+- The hot requests skip the SDKs' per-request machinery where the credential allows: S3 GETs
+  are SigV4-signed in `s3_direct`, Azure Put Blob / Put Block Shared-Key-signed in
+  `azure_sharedkey`, both over bare urllib3 pools (a refused signature falls back to the SDK).
+  GCS resumable uploads stream up to `resumable_chunk_size` (64 MiB) of parts per PUT.
 - Before copying, the bytes to move give a cost and time estimate (`egress_price_per_gb`);
   progress (bytes, files, rate, ETA) goes to the `progress` callback and to the logger.
 """
