@@ -30,18 +30,15 @@ import ipaddress
 import itertools
 import json
 import ssl
-import threading
 import uuid
-from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.fake_gcp import HOST, _loopback_only
+from tests.fake_cloud_common import HOST, FakeServer, JsonHandler, guarded, serve_for_session
 
 SUBSCRIPTION = "00000000-0000-0000-0000-00000000a2ae"
 ASYNC_CODES = {"AllocationFailed", "ZonalAllocationFailed", "OverconstrainedAllocationRequest",
@@ -131,81 +128,41 @@ def make_cert(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-class FakeArm:
+class FakeArm(FakeServer):
     """State, faults and the HTTPS server; thread-safe."""
 
+    scheme = "https"
+
     def __init__(self, subscription: str = SUBSCRIPTION, op_polls: int = 2) -> None:
+        super().__init__()
         self.subscription = subscription
         self.op_polls = op_polls
-        self.lock = threading.RLock()
         self.groups: dict[str, dict[str, Any]] = {}
         self.resources: dict[str, dict[str, Any]] = {}  # lower-cased id -> resource
         self.operations: dict[str, dict[str, Any]] = {}
-        self.rules: list[dict[str, Any]] = []
-        self.calls: Counter[str] = Counter()
         self._ips = itertools.count(4)
-        self._server: ThreadingHTTPServer | None = None
         self.ca_file: Path | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
-    @property
-    def endpoint(self) -> str:
-        assert self._server is not None
-        return f"https://{HOST}:{self._server.server_address[1]}"
-
     def start(self, cert_dir: Path) -> FakeArm:
         fake = self
         self.ca_file, key_file = make_cert(cert_dir)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # one round trip per call, no delayed-ACK stalls
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(JsonHandler):
             def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}") if length else {}
-                status, payload, headers = fake.handle(self.command, self.path, body)
+                status, payload, headers = fake.handle(self.command, self.path, self.read_json())
                 data = b"" if payload is None else json.dumps(payload).encode()
-                self.send_response(status)
-                for key, value in {"Content-Type": "application/json; charset=utf-8",
-                                   "x-ms-request-id": str(uuid.uuid4()), **headers}.items():  # fmt: skip
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_json(status, data, {"Content-Type": "application/json; charset=utf-8",
+                                              "x-ms-request-id": str(uuid.uuid4()), **headers})  # fmt: skip
 
             do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = do_HEAD = _handle
 
-        server = ThreadingHTTPServer((HOST, 0), Handler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.ca_file, key_file)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-        server.daemon_threads = True
-        self._server = server
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self._serve(Handler, context)
         return self
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
     # ---- test helpers -------------------------------------------------------------------------
-    def add_fault(self, **rule: Any) -> None:
-        with self.lock:
-            self.rules.append(dict(rule))
-
-    def clear_faults(self) -> None:
-        with self.lock:
-            self.rules.clear()
-
-    def reset_stats(self) -> None:
-        with self.lock:
-            self.calls.clear()
-
     def _of(self, kind: str, cluster_name: str) -> list[dict[str, Any]]:
         with self.lock:
             return [dict(r) for r in self.resources.values()
@@ -241,23 +198,11 @@ class FakeArm:
 
     # ---- faults -------------------------------------------------------------------------------
     def _fault(self, method: str, kind: str, location: str, zone: str, size: str, spot: bool | None) -> dict | None:
-        with self.lock:
-            for rule in self.rules:
-                if rule.get("times") is not None and rule["times"] <= 0:
-                    continue
-                checks = {"method": method, "kind": kind, "location": location, "zone": zone, "size": size}
-                defaults = {"method": "PUT", "kind": "virtualMachines"}
-                if not all(fnmatch.fnmatchcase(v, rule.get(k, defaults.get(k, "*"))) for k, v in checks.items()):
-                    continue
-                if "spot" in rule and spot is not None and bool(rule["spot"]) != spot:
-                    continue
-                if rule.get("fit", 0) > 0:
-                    rule["fit"] -= 1
-                    return None
-                if rule.get("times") is not None:
-                    rule["times"] -= 1
-                return rule
-        return None
+        checks = {"method": method, "kind": kind, "location": location, "zone": zone, "size": size}
+        defaults = {"method": "PUT", "kind": "virtualMachines"}
+        return self._first_fault(
+            lambda rule: all(fnmatch.fnmatchcase(v, rule.get(k, defaults.get(k, "*"))) for k, v in checks.items()), spot
+        )
 
     # ---- dispatch -----------------------------------------------------------------------------
     def handle(self, method: str, raw: str, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
@@ -573,31 +518,14 @@ class FakeArm:
 
 @pytest.fixture(scope="session")
 def fake_arm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeArm]:
-    import importlib.util
-
-    from tests.services import require
-
-    require(all(importlib.util.find_spec(m) is not None for m in ("azure.mgmt.compute", "azure.mgmt.network",
-                                                                    "azure.mgmt.resource")),
-            "azure-mgmt-compute/-network/-resource are not installed (pip install -e '.[azure]')")  # fmt: skip
-    server = FakeArm().start(tmp_path_factory.mktemp("arm-tls"))
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from serve_for_session(("azure.mgmt.compute", "azure.mgmt.network", "azure.mgmt.resource"),
+                                 "azure-mgmt-compute/-network/-resource are not installed (pip install -e '.[azure]')",
+                                 lambda: FakeArm().start(tmp_path_factory.mktemp("arm-tls")))  # fmt: skip
 
 
 @pytest.fixture
 def fake_arm(fake_arm_server: FakeArm, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeArm]:
     """The fake with clean faults and stats, no ambient Azure credentials, and the loopback guard."""
-    for var in ("AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID", "AZURE_SUBSCRIPTION_ID",
-                "AZURE_FEDERATED_TOKEN_FILE", "IDENTITY_ENDPOINT", "MSI_ENDPOINT"):  # fmt: skip
-        monkeypatch.delenv(var, raising=False)
-    _loopback_only(monkeypatch)
-    assert urlsplit(fake_arm_server.endpoint).hostname == HOST
-    fake_arm_server.clear_faults()
-    fake_arm_server.reset_stats()
-    try:
-        yield fake_arm_server
-    finally:
-        fake_arm_server.clear_faults()
+    ambient = ("AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID", "AZURE_SUBSCRIPTION_ID",
+               "AZURE_FEDERATED_TOKEN_FILE", "IDENTITY_ENDPOINT", "MSI_ENDPOINT")  # fmt: skip
+    yield from guarded(fake_arm_server, monkeypatch, dict.fromkeys(ambient))

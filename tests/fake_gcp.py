@@ -38,17 +38,16 @@ import fnmatch
 import itertools
 import json
 import re
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-HOST = "127.0.0.1"
+from tests.fake_cloud_common import FakeServer, JsonHandler, guarded, serve_for_session
+
 PROJECT = "sky-test-project"
 REGIONS = {
     "us-central1": ("us-central1-a", "us-central1-b", "us-central1-c"),
@@ -160,49 +159,29 @@ def _matches(instance: dict[str, Any], expr: str | None) -> bool:
     return True
 
 
-class FakeGce:
+class FakeGce(FakeServer):
     """State, faults and the HTTP server; thread-safe."""
 
     def __init__(self, project: str = PROJECT, op_polls: int = 2) -> None:
+        super().__init__()
         self.project = project
         self.op_polls = op_polls
-        self.lock = threading.RLock()
         self.instances: dict[tuple[str, str], dict[str, Any]] = {}
         self.firewalls: dict[str, dict[str, Any]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
         self.pending: dict[str, dict[str, Any]] = {}  # op name -> what happens when it completes
         self.request_ids: dict[str, str] = {}
-        self.rules: list[dict[str, Any]] = []
-        self.calls: Counter[str] = Counter()
         self.created: Counter[str] = Counter()  # instance inserts that created an instance, per cluster
         self._ids = itertools.count(1000)
-        self._server: ThreadingHTTPServer | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
-    @property
-    def endpoint(self) -> str:
-        assert self._server is not None
-        return f"http://{HOST}:{self._server.server_address[1]}"
-
     def start(self) -> FakeGce:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # one round trip per call, no delayed-ACK stalls
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(JsonHandler):
             def _handle(self, method: str) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}") if length else {}
-                status, payload = fake.handle(method, self.path, body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=UTF-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                status, payload = fake.handle(method, self.path, self.read_json())
+                self.send_json(status, json.dumps(payload).encode(), {"Content-Type": "application/json; charset=UTF-8"})
 
             def do_GET(self) -> None:
                 self._handle("GET")
@@ -213,28 +192,13 @@ class FakeGce:
             def do_DELETE(self) -> None:
                 self._handle("DELETE")
 
-        self._server = ThreadingHTTPServer((HOST, 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._serve(Handler)
         return self
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
     # ---- test helpers -------------------------------------------------------------------------
-    def add_fault(self, **rule: Any) -> None:
-        with self.lock:
-            self.rules.append(dict(rule))
-
-    def clear_faults(self) -> None:
-        with self.lock:
-            self.rules.clear()
-
     def reset_stats(self) -> None:
         with self.lock:
-            self.calls.clear()
+            super().reset_stats()
             self.created.clear()
 
     def live(self, cluster_name: str) -> list[dict[str, Any]]:
@@ -254,24 +218,14 @@ class FakeGce:
 
     # ---- faults -------------------------------------------------------------------------------
     def _fault(self, method: str, zone: str, machine_type: str = "", spot: bool | None = None) -> dict | None:
-        with self.lock:
-            for rule in self.rules:
-                if rule.get("times") is not None and rule["times"] <= 0:
-                    continue
-                if not fnmatch.fnmatchcase(method, rule.get("method", "insert")) and rule.get("method") != "*":
-                    continue
-                checks = {"zone": zone, "region": zone.rsplit("-", 1)[0] if zone else "", "machine_type": machine_type}
-                if not all(fnmatch.fnmatchcase(v, rule.get(k, "*")) for k, v in checks.items()):
-                    continue
-                if "spot" in rule and spot is not None and bool(rule["spot"]) != spot:
-                    continue
-                if rule.get("fit", 0) > 0:
-                    rule["fit"] -= 1
-                    return None
-                if rule.get("times") is not None:
-                    rule["times"] -= 1
-                return rule
-        return None
+        checks = {"zone": zone, "region": zone.rsplit("-", 1)[0] if zone else "", "machine_type": machine_type}
+
+        def matches(rule: dict[str, Any]) -> bool:
+            if not fnmatch.fnmatchcase(method, rule.get("method", "insert")) and rule.get("method") != "*":
+                return False
+            return all(fnmatch.fnmatchcase(v, rule.get(k, "*")) for k, v in checks.items())
+
+        return self._first_fault(matches, spot)
 
     # ---- dispatch -----------------------------------------------------------------------------
     def handle(self, method: str, raw_path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -535,47 +489,14 @@ class FakeGce:
         return 200, op
 
 
-def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any HTTP request (requests / google-auth / azure-core) to a non-loopback host fails the test."""
-    import requests.adapters
-
-    original = requests.adapters.HTTPAdapter.send
-
-    def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-        host = urlsplit(request.url).hostname
-        if host not in (HOST, "localhost"):
-            raise AssertionError(f"test tried to reach {request.url}; only {HOST} is allowed")
-        return original(self, request, *args, **kwargs)
-
-    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", send)
-
-
 @pytest.fixture(scope="session")
 def fake_gce_server() -> Iterator[FakeGce]:
-    import importlib.util
-
-    from tests.services import require
-
-    require(importlib.util.find_spec("google.cloud.compute_v1") is not None,
-            "google-cloud-compute is not installed (pip install -e '.[gcp]')")  # fmt: skip
-    server = FakeGce().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from serve_for_session(("google.cloud.compute_v1",),
+                                 "google-cloud-compute is not installed (pip install -e '.[gcp]')", FakeGce().start)  # fmt: skip
 
 
 @pytest.fixture
 def fake_gce(fake_gce_server: FakeGce, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[FakeGce]:
     """The fake with clean faults and stats, no ambient Google credentials, and the loopback guard."""
-    for var in ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CONFIG"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "no-gcloud"))
-    _loopback_only(monkeypatch)
-    assert urlsplit(fake_gce_server.endpoint).hostname == HOST
-    fake_gce_server.clear_faults()
-    fake_gce_server.reset_stats()
-    try:
-        yield fake_gce_server
-    finally:
-        fake_gce_server.clear_faults()
+    env = {"GOOGLE_APPLICATION_CREDENTIALS": None, "GOOGLE_CLOUD_PROJECT": None, "CLOUDSDK_CONFIG": str(tmp_path / "no-gcloud")}
+    yield from guarded(fake_gce_server, monkeypatch, env)

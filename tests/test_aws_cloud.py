@@ -19,6 +19,7 @@ from airflow_provider_sky.clouds.errors import (
     Scope,
     TransientError,
 )
+from tests.cloud_test_helpers import cloud_fixtures
 from tests.moto_server import MotoEc2, moto_ec2, moto_server  # noqa: F401 - fixtures
 
 REGIONS = ("us-east-1", "us-west-2")
@@ -38,15 +39,11 @@ def cluster(moto_ec2: MotoEc2) -> Iterator[str]:  # noqa: F811
     assert not left, f"instances of {name} left running: {[i['InstanceId'] for i in left]}"
 
 
-@pytest.fixture(scope="module")
-def shared_cloud(moto_server: MotoEc2, tmp_path_factory: pytest.TempPathFactory) -> AwsCloud:  # noqa: F811
-    """One AwsCloud for the module (clients, key pair and security group are created once)."""
-    return moto_server.cloud(tmp_path_factory.mktemp("keys"), regions=REGIONS, security_group_name="sky-test-ssh")
-
-
-@pytest.fixture
-def cloud(shared_cloud: AwsCloud, moto_ec2: MotoEc2) -> AwsCloud:  # noqa: F811
-    return shared_cloud
+# One AwsCloud for the module (clients, key pair and security group are created once).
+shared_cloud, cloud = cloud_fixtures(
+    lambda server, keys: server.cloud(keys, regions=REGIONS, security_group_name="sky-test-ssh"),
+    server="moto_server", fake="moto_ec2",
+)  # fmt: skip
 
 
 def tags_of(instance: dict) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from airflow_provider_sky.clouds.errors import (
     Scope,
     TransientError,
 )
+from tests.cloud_test_helpers import cloud_fixtures, purged_cluster
 from tests.fake_azure import SUBSCRIPTION, FakeArm, fake_arm, fake_arm_server  # noqa: F401 - fixtures
 
 REGIONS = ("eastus", "westus2")
@@ -41,25 +41,13 @@ def make_cloud(fake: FakeArm, key_dir: Path, **kw) -> AzureCloud:
                       launch_timeout=20, **kw)  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def shared_cloud(fake_arm_server: FakeArm, tmp_path_factory: pytest.TempPathFactory) -> AzureCloud:  # noqa: F811
-    return make_cloud(fake_arm_server, tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture
-def cloud(shared_cloud: AzureCloud, fake_arm: FakeArm) -> AzureCloud:  # noqa: F811
-    return shared_cloud
+shared_cloud, cloud = cloud_fixtures(make_cloud, server="fake_arm_server", fake="fake_arm")
 
 
 @pytest.fixture
 def cluster(fake_arm: FakeArm) -> Iterator[str]:  # noqa: F811
     """A fresh cluster name; after the test no VM, NIC or public IP of it may be left in the fake."""
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    yield name
-    fake_arm.clear_faults()
-    left = fake_arm.live(name)
-    fake_arm.purge(name)
-    assert not left, f"resources of {name} left: {[r['id'] for r in left]}"
+    yield from purged_cluster(fake_arm, "resources", key="id")
 
 
 def test_launch_find_terminate_with_tags(cloud: AzureCloud, fake_arm: FakeArm, cluster: str) -> None:  # noqa: F811

@@ -5,17 +5,16 @@ After every test no VM, NIC or public IP of the cluster may be left in the fake.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from airflow_provider_sky.clouds.azure import AzureCloud
 from airflow_provider_sky.clouds.errors import CredentialsError
-from airflow_provider_sky.provision.failover import Backoff, FailoverExhaustedError, launch_with_failover
+from airflow_provider_sky.provision.failover import FailoverExhaustedError, launch_with_failover
 from airflow_provider_sky.provision.placement import Placement
 from airflow_provider_sky.state import StateStore
+from tests.cloud_test_helpers import FAST, cloud_fixtures, launch, store, terminated_cluster  # noqa: F401 - fixtures
 from tests.fake_azure import FakeArm, fake_arm, fake_arm_server  # noqa: F401 - fixtures
 from tests.test_azure_cloud import make_cloud
 from tests.test_failover_unit import FakeCloud
@@ -23,38 +22,13 @@ from tests.test_failover_unit import FakeCloud
 SIZE = "Standard_NC24ads_A100_v4"
 EAST = Placement("azure", "eastus", None, SIZE, hourly_price=3.67)
 WEST = Placement("azure", "westus2", None, SIZE, hourly_price=3.67)
-FAST = Backoff(initial=0.01, factor=2, maximum=0.05, jitter=0)
 
-
-@pytest.fixture(scope="module")
-def shared_cloud(fake_arm_server: FakeArm, tmp_path_factory: pytest.TempPathFactory) -> AzureCloud:  # noqa: F811
-    return make_cloud(fake_arm_server, tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture
-def cloud(shared_cloud: AzureCloud, fake_arm: FakeArm) -> AzureCloud:  # noqa: F811
-    return shared_cloud
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> StateStore:
-    return StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+shared_cloud, cloud = cloud_fixtures(make_cloud, server="fake_arm_server", fake="fake_arm")
 
 
 @pytest.fixture
 def cluster(fake_arm: FakeArm, cloud: AzureCloud) -> Iterator[str]:  # noqa: F811
-    name = f"fo-{uuid.uuid4().hex[:10]}"
-    yield name
-    fake_arm.clear_faults()
-    handle = cloud.find(name)
-    if handle is not None:  # the test's own teardown: tear down what it launched
-        cloud.terminate(handle)
-    assert fake_arm.live(name) == [], f"resources of {name} left in the fake"
-
-
-def launch(cluster: str, cloud: AzureCloud, store: StateStore, placements: list, num_nodes: int = 1, **kw):
-    kw.setdefault("backoff", FAST)
-    return launch_with_failover(cluster, num_nodes, placements, {"azure": cloud}, store, **kw)
+    yield from terminated_cluster(cloud, fake_arm.clear_faults, fake_arm.live, "resources of {name} left in the fake")
 
 
 def test_zonal_allocation_failure_lands_in_next_zone(cloud: AzureCloud, fake_arm: FakeArm, store: StateStore, cluster: str) -> None:  # noqa: F811

@@ -14,6 +14,7 @@ import shutil
 import sysconfig
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,41 @@ def _task(mounts: dict[str, Any], nodes: int = 1, run: str = "true") -> Task:
     )
 
 
+@dataclass
+class NodeCopy:
+    """The test's bucket (moto S3) and the local cluster CLUSTER whose task mounts it."""
+
+    core: SkyCore
+    bucket: str
+    client: Any
+    opts: dict[str, Any]
+    cluster: Callable[[Task], list[Any]]
+
+    def put(self, key: str, body: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body)
+
+    def launch(
+        self, objects: dict[str, bytes], mounts: dict[str, Any] | None = None, nodes: int = 1, run: str = "true"
+    ) -> tuple[Task, list[Any]]:
+        """Put `objects` in the bucket, then launch the cluster for a task with `mounts` (by default the
+        bucket's ``data/`` copied to ``/data/in``): the task and the cluster's runners."""
+        for key, body in objects.items():
+            self.put(key, body)
+        task = _task(mounts or {"/data/in": f"s3://{self.bucket}/data"}, nodes=nodes, run=run)
+        return task, self.cluster(task)
+
+    def submit(self, task: Task) -> int:
+        return self.core.submit(task, CLUSTER, store_options=lambda uri: self.opts)
+
+
+@pytest.fixture
+def node_copy(
+    s3: tuple[str, Any, dict[str, Any]], sky_env: SkyCore, cluster: Callable[..., list[Any]]  # noqa: F811
+) -> NodeCopy:
+    name, client, opts = s3
+    return NodeCopy(sky_env, name, client, opts, cluster)
+
+
 def _wait(core: SkyCore, job_id: int, deadline: float = 30) -> JobStatus:
     end = time.monotonic() + deadline
     while time.monotonic() < end:
@@ -98,28 +134,19 @@ def _copied(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def test_each_node_fetches_the_bucket_and_a_second_submit_skips_unchanged_files(
-    with_rclone: None,
-    s3: tuple[str, Any, dict[str, Any]],
-    sky_env: SkyCore,  # noqa: F811
-    cluster: Callable[..., list[Any]],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    with_rclone: None, node_copy: NodeCopy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("SKY_BUCKET_COPY", "node")
-    name, client, opts = s3
     blob = os.urandom(300_000)
-    client.put_object(Bucket=name, Key="data/a.txt", Body=b"alpha\n")
-    client.put_object(Bucket=name, Key="data/d/b.bin", Body=blob)
-    task = _task({"/data/in": f"s3://{name}/data"}, nodes=2, run="cat ~/data/in/a.txt")
-    runners = cluster(task)
+    objects = {"data/a.txt": b"alpha\n", "data/d/b.bin": blob}
+    task, runners = node_copy.launch(objects, nodes=2, run="cat ~/data/in/a.txt")
     caplog.set_level(logging.INFO, logger=LOGGER)
 
-    job = sky_env.submit(task, CLUSTER, store_options=lambda uri: opts)
+    job = node_copy.submit(task)
 
-    assert _wait(sky_env, job) is JobStatus.SUCCEEDED
+    assert _wait(node_copy.core, job) is JobStatus.SUCCEEDED
     assert (
-        sum(line.endswith("alpha") for line in sky_env.log_tail(CLUSTER, job, 10)) == 2
+        sum(line.endswith("alpha") for line in node_copy.core.log_tail(CLUSTER, job, 10)) == 2
     )  # each node read it
     for runner in runners:
         assert Path(runner.resolve("data/in/a.txt")).read_bytes() == b"alpha\n"
@@ -129,11 +156,11 @@ def test_each_node_fetches_the_bucket_and_a_second_submit_skips_unchanged_files(
     assert len(first) == 2 and all("2 copied, 0 unchanged" in m for m in first), first
     before = [os.stat(r.resolve("data/in/d/b.bin")) for r in runners]
 
-    client.put_object(Bucket=name, Key="data/a.txt", Body=b"alpha v2\n")  # one object changes
+    node_copy.put("data/a.txt", b"alpha v2\n")  # one object changes
     caplog.clear()
-    job = sky_env.submit(task, CLUSTER, store_options=lambda uri: opts)
+    job = node_copy.submit(task)
 
-    assert _wait(sky_env, job) is JobStatus.SUCCEEDED
+    assert _wait(node_copy.core, job) is JobStatus.SUCCEEDED
     second = _copied(caplog)
     assert len(second) == 2 and all("1 copied, 1 unchanged" in m for m in second), second
     for runner, old in zip(runners, before, strict=True):
@@ -144,22 +171,13 @@ def test_each_node_fetches_the_bucket_and_a_second_submit_skips_unchanged_files(
 
 
 def test_node_without_rclone_falls_back_to_the_worker_with_a_warning(
-    without_rclone: None,
-    s3: tuple[str, Any, dict[str, Any]],
-    sky_env: SkyCore,  # noqa: F811
-    cluster: Callable[..., list[Any]],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    without_rclone: None, node_copy: NodeCopy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("SKY_BUCKET_COPY", "node")
-    name, client, opts = s3
-    client.put_object(Bucket=name, Key="data/a.txt", Body=b"alpha\n")
-    task = _task({"/data/in": f"s3://{name}/data"})
-    (runner,) = cluster(task)
+    task, (runner,) = node_copy.launch({"data/a.txt": b"alpha\n"})
 
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        sky_env.submit(task, CLUSTER, store_options=lambda uri: opts)
+        node_copy.submit(task)
 
     assert Path(runner.resolve("data/in/a.txt")).read_bytes() == b"alpha\n"
     cache = tmp_path / "sky" / "mounts" / CLUSTER
@@ -177,16 +195,11 @@ def test_node_without_rclone_falls_back_to_the_worker_with_a_warning(
     with pytest.raises(
         ConfigError, match=r"file_mounts./data/in: COPY of s3://.* could not be fetched .*lacks rclone"
     ):
-        sky_env.submit(task, CLUSTER, store_options=lambda uri: opts)
+        node_copy.submit(task)
 
 
 def test_local_backend_fetches_on_the_worker_unless_forced(
-    with_rclone: None,
-    s3: tuple[str, Any, dict[str, Any]],
-    sky_env: SkyCore,  # noqa: F811
-    cluster: Callable[..., list[Any]],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    with_rclone: None, node_copy: NodeCopy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("SKY_BUCKET_COPY", raising=False)
     assert copy_placement("local") == "worker"
@@ -198,28 +211,18 @@ def test_local_backend_fetches_on_the_worker_unless_forced(
         copy_placement("aws")
     monkeypatch.delenv("SKY_BUCKET_COPY")
 
-    name, client, opts = s3
-    client.put_object(Bucket=name, Key="data/a.txt", Body=b"alpha\n")
-    task = _task({"/data/in": f"s3://{name}/data"})
-    (runner,) = cluster(task)
-    sky_env.submit(task, CLUSTER, store_options=lambda uri: opts)
+    task, (runner,) = node_copy.launch({"data/a.txt": b"alpha\n"})
+    node_copy.submit(task)
     assert Path(runner.resolve("data/in/a.txt")).read_bytes() == b"alpha\n"
     assert list((tmp_path / "sky" / "mounts" / CLUSTER).rglob("a.txt"))  # rclone present, still worker-side
 
 
 def test_name_only_mount_means_that_bucket_on_that_store(
-    with_rclone: None,
-    s3: tuple[str, Any, dict[str, Any]],
-    sky_env: SkyCore,  # noqa: F811
-    cluster: Callable[..., list[Any]],
-    monkeypatch: pytest.MonkeyPatch,
+    with_rclone: None, node_copy: NodeCopy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SKY_BUCKET_COPY", "node")
-    name, client, opts = s3
-    client.put_object(Bucket=name, Key="top.txt", Body=b"top\n")
-    task = _task({"~/named": {"name": name, "store": "s3"}})
-    (runner,) = cluster(task)
-    sky_env.submit(task, CLUSTER, store_options=lambda uri: opts)
+    task, (runner,) = node_copy.launch({"top.txt": b"top\n"}, {"~/named": {"name": node_copy.bucket, "store": "s3"}})
+    node_copy.submit(task)
     assert Path(runner.resolve("named/top.txt")).read_bytes() == b"top\n"
 
     mounts = {"/g": FileMount(name="feat"), "/a": FileMount(name="cont", store="azure")}

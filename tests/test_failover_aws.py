@@ -6,17 +6,16 @@ After every test no instance of the cluster may be left (asserted through Descri
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from airflow_provider_sky.clouds.aws import AwsCloud
 from airflow_provider_sky.clouds.errors import CredentialsError
-from airflow_provider_sky.provision.failover import Backoff, FailoverExhaustedError, launch_with_failover
+from airflow_provider_sky.provision.failover import FailoverExhaustedError, launch_with_failover
 from airflow_provider_sky.provision.placement import Placement
 from airflow_provider_sky.state import StateStore
+from tests.cloud_test_helpers import FAST, cloud_fixtures, launch, store, terminated_cluster  # noqa: F401 - fixtures
 from tests.moto_server import MotoEc2, moto_ec2, moto_server  # noqa: F401 - fixtures
 from tests.test_failover_unit import FakeCloud
 
@@ -24,38 +23,19 @@ REGIONS = ("us-east-1", "us-west-2")
 GPU = "p4d.24xlarge"
 EAST = Placement("aws", "us-east-1", None, GPU, hourly_price=32.77)
 WEST = Placement("aws", "us-west-2", None, GPU, hourly_price=32.77)
-FAST = Backoff(initial=0.01, factor=2, maximum=0.05, jitter=0)
 
-
-@pytest.fixture(scope="module")
-def shared_cloud(moto_server: MotoEc2, tmp_path_factory: pytest.TempPathFactory) -> AwsCloud:  # noqa: F811
-    return moto_server.cloud(tmp_path_factory.mktemp("keys"), regions=REGIONS, security_group_name="sky-fo-ssh")
-
-
-@pytest.fixture
-def cloud(shared_cloud: AwsCloud, moto_ec2: MotoEc2) -> AwsCloud:  # noqa: F811
-    return shared_cloud
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> StateStore:
-    return StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+shared_cloud, cloud = cloud_fixtures(
+    lambda server, keys: server.cloud(keys, regions=REGIONS, security_group_name="sky-fo-ssh"),
+    server="moto_server", fake="moto_ec2",
+)  # fmt: skip
 
 
 @pytest.fixture
 def cluster(moto_ec2: MotoEc2, cloud: AwsCloud) -> Iterator[str]:  # noqa: F811
-    name = f"fo-{uuid.uuid4().hex[:10]}"
-    yield name
-    moto_ec2.clear_faults()
-    handle = cloud.find(name)
-    if handle is not None:  # the test's own teardown: tear down what it launched
-        cloud.terminate(handle)
-    assert moto_ec2.live_instances(name, REGIONS) == [], f"instances of {name} left running"
+    def live(name: str) -> list:
+        return moto_ec2.live_instances(name, REGIONS)
 
-
-def launch(cluster: str, cloud: AwsCloud, store: StateStore, placements: list, num_nodes: int = 1, **kw):
-    kw.setdefault("backoff", FAST)
-    return launch_with_failover(cluster, num_nodes, placements, {"aws": cloud}, store, **kw)
+    yield from terminated_cluster(cloud, moto_ec2.clear_faults, live, "instances of {name} left running")
 
 
 def test_zone_capacity_fault_lands_in_next_zone(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from airflow_provider_sky.clouds.errors import (
 )
 from airflow_provider_sky.clouds.gcp import GcpCloud
 from airflow_provider_sky.clouds.gcp_instances import instance_name, label_value, request_id
+from tests.cloud_test_helpers import cloud_fixtures, purged_cluster
 from tests.fake_gcp import PROJECT, FakeGce, fake_gce, fake_gce_server  # noqa: F401 - fixtures
 
 REGIONS = ("us-central1", "us-east1")
@@ -42,25 +42,13 @@ def make_cloud(fake: FakeGce, key_dir: Path, **kw) -> GcpCloud:
                     poll_interval=0.01, launch_timeout=10, **kw)  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def shared_cloud(fake_gce_server: FakeGce, tmp_path_factory: pytest.TempPathFactory) -> GcpCloud:  # noqa: F811
-    return make_cloud(fake_gce_server, tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture
-def cloud(shared_cloud: GcpCloud, fake_gce: FakeGce) -> GcpCloud:  # noqa: F811
-    return shared_cloud
+shared_cloud, cloud = cloud_fixtures(make_cloud, server="fake_gce_server", fake="fake_gce")
 
 
 @pytest.fixture
 def cluster(fake_gce: FakeGce) -> Iterator[str]:  # noqa: F811
     """A fresh cluster name; after the test no instance of it may be left in the fake."""
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    yield name
-    fake_gce.clear_faults()
-    left = fake_gce.live(name)
-    fake_gce.purge(name)
-    assert not left, f"instances of {name} left: {[i['name'] for i in left]}"
+    yield from purged_cluster(fake_gce, "instances", key="name")
 
 
 def metadata(instance: dict) -> dict[str, str]:

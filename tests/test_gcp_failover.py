@@ -5,7 +5,6 @@ After every test no instance of the cluster may be left in the fake.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,9 +12,10 @@ import pytest
 
 from airflow_provider_sky.clouds.errors import CredentialsError, QuotaError
 from airflow_provider_sky.clouds.gcp import GcpCloud
-from airflow_provider_sky.provision.failover import Backoff, FailoverExhaustedError, launch_with_failover
+from airflow_provider_sky.provision.failover import FailoverExhaustedError, launch_with_failover
 from airflow_provider_sky.provision.placement import Placement
 from airflow_provider_sky.state import StateStore
+from tests.cloud_test_helpers import FAST, cloud_fixtures, launch, store, terminated_cluster  # noqa: F401 - fixtures
 from tests.fake_gcp import FakeGce, fake_gce, fake_gce_server  # noqa: F401 - fixtures
 from tests.moto_server import MotoEc2, moto_ec2, moto_server  # noqa: F401 - fixtures
 from tests.test_gcp_cloud import make_cloud
@@ -23,38 +23,13 @@ from tests.test_gcp_cloud import make_cloud
 T4_HOST = "n1-standard-8"
 CENTRAL = Placement("gcp", "us-central1", None, T4_HOST, hourly_price=0.73)
 EAST = Placement("gcp", "us-east1", None, T4_HOST, hourly_price=0.73)
-FAST = Backoff(initial=0.01, factor=2, maximum=0.05, jitter=0)
 
-
-@pytest.fixture(scope="module")
-def shared_cloud(fake_gce_server: FakeGce, tmp_path_factory: pytest.TempPathFactory) -> GcpCloud:  # noqa: F811
-    return make_cloud(fake_gce_server, tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture
-def cloud(shared_cloud: GcpCloud, fake_gce: FakeGce) -> GcpCloud:  # noqa: F811
-    return shared_cloud
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> StateStore:
-    return StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+shared_cloud, cloud = cloud_fixtures(make_cloud, server="fake_gce_server", fake="fake_gce")
 
 
 @pytest.fixture
 def cluster(fake_gce: FakeGce, cloud: GcpCloud) -> Iterator[str]:  # noqa: F811
-    name = f"fo-{uuid.uuid4().hex[:10]}"
-    yield name
-    fake_gce.clear_faults()
-    handle = cloud.find(name)
-    if handle is not None:  # the test's own teardown: tear down what it launched
-        cloud.terminate(handle)
-    assert fake_gce.live(name) == [], f"instances of {name} left in the fake"
-
-
-def launch(cluster: str, cloud: GcpCloud, store: StateStore, placements: list, num_nodes: int = 1, **kw):
-    kw.setdefault("backoff", FAST)
-    return launch_with_failover(cluster, num_nodes, placements, {"gcp": cloud}, store, **kw)
+    yield from terminated_cluster(cloud, fake_gce.clear_faults, fake_gce.live, "instances of {name} left in the fake")
 
 
 def test_stockout_in_zone_a_lands_in_zone_b(cloud: GcpCloud, fake_gce: FakeGce, store: StateStore, cluster: str) -> None:  # noqa: F811
