@@ -10,6 +10,11 @@ Every mount leaves a `<key>.path` marker so `unmount_all` finds it on teardown; 
 any FUSE file system left under the node's home (the local backend's node directories), so
 deleting a node directory never walks into a live bucket.
 
+Before anything is copied to or mounted at a file-mount destination, `check_destinations` lists
+the live FUSE mounts at, above or beneath it (ours by marker, or anyone's from /proc/self/mounts)
+and `release` unmounts ours that the new task does not want, so nothing is written through a mount
+a previous task left on a reused cluster.
+
 `copy` is the node-side COPY: the node itself runs `rclone copy` (same request file, same
 credential handling) so bucket data goes straight from the store to the node, and reports what it
 moved from rclone's final stats (`copy-<key>.log`, JSON lines).
@@ -21,7 +26,7 @@ import contextlib
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from airflow_provider_sky.execution.runner import CommandRunner, RunResult
@@ -70,8 +75,8 @@ def mount_pids(path):
             pids.append(pid)
     return pids
 
-def umount(path, drain=300.0):
-    pids = mount_pids(path)
+def umount(path, drain=300.0, started_as=None):
+    pids = mount_pids(started_as or path)
     tools = [t for t in (shutil.which("fusermount3"), shutil.which("fusermount")) if t]
     for argv in [[t, "-u", path] for t in tools] + [["umount", path]]:
         if subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
@@ -218,6 +223,88 @@ def copy(req_path, home):
                       "errors": errors[-5:]}))
     return 0 if rc == 0 else 5
 
+LOCAL_FUSE = ("fuse.fuse-overlayfs", "fuse.lxcfs")  # local file systems served through FUSE
+
+def is_remote_fuse(kind):
+    return (kind == "fuse" or kind.startswith("fuse.")) and kind not in LOCAL_FUSE
+
+def related(a, b):
+    # a and b are the same path, or one lies beneath the other.
+    a, b = a.rstrip("/") or "/", b.rstrip("/") or "/"
+    return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
+
+def markers(mdir):
+    # Our live-or-stale mounts: canonical path -> (key, path as mounted, fingerprint).
+    out = {}
+    if os.path.isdir(mdir):
+        for name in sorted(os.listdir(mdir)):
+            if not name.endswith(".path"):
+                continue
+            key = name[:-5]
+            try:
+                path = open(os.path.join(mdir, name)).read()
+            except OSError:
+                continue
+            try:
+                fp = open(os.path.join(mdir, key + ".fp")).read()
+            except OSError:
+                fp = None
+            out[os.path.realpath(path)] = (key, path, fp)
+    return out
+
+def check(spec, home):
+    # Live FUSE mounts at, above or beneath each destination: ours (marker) or foreign.
+    targets = json.loads(spec)
+    mdir = os.path.join(home, ".sky", "mounts")
+    ours = markers(mdir)
+    root = os.path.realpath(home)
+    live = [(p, kind) for p, kind in mounts() if is_remote_fuse(kind)]
+    wanted = {}
+    for t in targets:
+        if t.get("fingerprint"):
+            wanted[os.path.realpath(t["path"])] = t["fingerprint"]
+    out = []
+    for t in targets:
+        path = os.path.realpath(t["path"])
+        for mp, kind in live:
+            if not related(path, mp):
+                continue
+            mine = ours.get(mp)
+            above = path != mp and path.startswith(mp.rstrip("/") + "/")
+            holds_home = root == mp or root.startswith(mp.rstrip("/") + "/")
+            if mine is None and above and holds_home:
+                continue  # the file system the node itself lives on (root or home): not made there
+            out.append({"dst": t["dst"], "path": t["path"], "mount": mp, "kind": kind,
+                        "ours": mine is not None,
+                        "fingerprint": mine[2] if mine else None,
+                        "keep": mine is not None and mine[2] is not None and wanted.get(mp) == mine[2]})
+    print(json.dumps({"conflicts": out}))
+    return 0
+
+def release(spec, home):
+    # Unmount these mounts of ours (deepest first; cached uploads drain) and drop their markers.
+    paths = json.loads(spec)
+    mdir = os.path.join(home, ".sky", "mounts")
+    ours = markers(mdir)
+    done, failed = [], []
+    for path in sorted(paths, key=len, reverse=True):
+        mine = ours.get(os.path.realpath(path))
+        if mine is None:
+            failed.append(path)
+            continue
+        key, as_mounted, _ = mine
+        if mounted(path) and not umount(path, started_as=as_mounted):
+            failed.append(path)
+            continue
+        for ext in (".path", ".fp"):
+            try:
+                os.remove(os.path.join(mdir, key + ext))
+            except OSError:
+                pass
+        done.append(path)
+    print(json.dumps({"unmounted": done, "failed": failed}))
+    return 1 if failed else 0
+
 cmd, home = sys.argv[1], sys.argv[2]
 if cmd == "detect":
     detect(home)
@@ -227,6 +314,10 @@ elif cmd == "unmount-all":
     sys.exit(unmount_all(home))
 elif cmd == "copy":
     sys.exit(copy(sys.argv[3], home))
+elif cmd == "check":
+    sys.exit(check(sys.argv[3], home))
+elif cmd == "release":
+    sys.exit(release(sys.argv[3], home))
 """
 
 
@@ -428,6 +519,61 @@ def _redact(text: str, values: Iterable[str]) -> str:
         if value and len(str(value)) >= 6:
             text = text.replace(str(value), "***")
     return text
+
+
+@dataclass(frozen=True)
+class Target:
+    """A file-mount destination about to be written (COPY) or mounted: `path` is the absolute node
+    path; `fingerprint` is the wanted mount's (`MountRequest.fingerprint`), None for a copy."""
+
+    dst: str
+    path: str
+    fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A live FUSE mount at, above or beneath a destination's node path.
+
+    `ours`: made by `mount` (its marker is there), with `fingerprint`; `keep`: it is the very mount
+    this task wants at that path (same source, mode and access), so it is reused.
+    """
+
+    dst: str
+    path: str
+    mount: str
+    kind: str
+    ours: bool
+    fingerprint: str | None
+    keep: bool
+
+
+def check_destinations(
+    runner: CommandRunner, targets: Sequence[Target], timeout: float = 60
+) -> list[Conflict]:
+    """The live FUSE mounts that writing to / mounting at `targets` would meet (read-only on the node).
+
+    Looks at the node's /proc/self/mounts and our `<key>.path` markers; the file system the node's
+    home itself lives on is not a conflict. Raises MountError when the node cannot be inspected.
+    """
+    spec = json.dumps([{"dst": t.dst, "path": t.path, "fingerprint": t.fingerprint} for t in targets])
+    result = _helper(runner, "check", spec, timeout=timeout)
+    try:
+        data = json.loads(result.stdout.strip().splitlines()[-1])
+        return [Conflict(**c) for c in data["conflicts"]]
+    except (ValueError, IndexError, KeyError, TypeError):
+        detail = (result.stderr or result.stdout).strip()[-500:]
+        raise MountError(f"cannot list the mounts on {runner.home}: {detail}") from None
+
+
+def release(runner: CommandRunner, paths: Sequence[str], timeout: float = 400) -> dict[str, list[str]]:
+    """Unmount these mounts of ours (as `unmount_all` does: a MOUNT_CACHED mount uploads what its
+    cache holds first) and drop their markers; returns {"unmounted": [...], "failed": [...]}."""
+    result = _helper(runner, "release", json.dumps(list(paths)), timeout=timeout)
+    try:
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"unmounted": [], "failed": [f"{p}: {result.stderr.strip()[-500:]}" for p in paths]}
 
 
 def unmount_all(runner: CommandRunner, timeout: float = 400) -> dict[str, list[str]]:

@@ -24,6 +24,7 @@ from airflow_provider_sky.provision.autostop import AutostopConfig, ensure_autos
 from airflow_provider_sky.provision.failover import launch_with_failover
 from airflow_provider_sky.provision.file_mounts import (
     StoreOptions,
+    clear_destinations,
     copy_on_nodes,
     fetch_bucket_mounts,
     mount_bucket_mounts,
@@ -514,6 +515,9 @@ class SkyCore:
             return dst
 
         mounts = resolve_named_buckets(task.file_mounts, cluster.cloud, store_options)
+        # before any byte moves: nothing may be written through a mount left on a reused cluster
+        extra = {"workdir": WORKDIR_ON_NODE} if task.workdir else None
+        clear_destinations(mounts, runners, node_path, store_options, extra=extra)
         mounted = mount_bucket_mounts(mounts, runners, node_path, store_options)
         copied = copy_on_nodes(mounts, runners, node_path, store_options, cloud=cluster.cloud, skip=mounted)
         done = [m | set(c) for m, c in zip(mounted, copied, strict=True)]

@@ -14,6 +14,10 @@ credentials, emulator endpoints) and reaches rclone only through its environment
 the tool gets a COPY instead, with a warning naming the mount and how to install the tool; set
 ``SKY_MOUNT_FALLBACK=error`` on the Airflow side to fail the task instead. `unmount_nodes` runs
 before a cluster's teardown.
+
+`clear_destinations` runs first, before anything is copied or mounted: a mount an earlier task left
+at, above or beneath a destination on a reused cluster is unmounted (or reused when it is the same
+mount), and a FUSE mount we did not make fails the task instead of being written through.
 """
 
 from __future__ import annotations
@@ -153,6 +157,103 @@ def _fall_back(dst: str, mount: FileMount, where: str, reason: str, strict: bool
         reason,
         INSTALL_HINT,
     )
+
+
+def _describe(fingerprint: str | None) -> str:
+    """`SKY:bkt/data|MOUNT|rw` -> `SKY:bkt/data (MOUNT, rw)`."""
+    if not fingerprint:
+        return "a bucket"
+    remote, _, rest = fingerprint.partition("|")
+    return f"{remote} ({rest.replace('|', ', ')})" if rest else remote
+
+
+def clear_destinations(
+    mounts: Mapping[str, FileMount],
+    runners: Sequence[Any],
+    node_path: Callable[[str], str],
+    store_options: StoreOptions | None = None,
+    *,
+    extra: Mapping[str, str] | None = None,
+) -> None:
+    """Make every destination of a task safe to write to on every node, before any byte moves.
+
+    A live FUSE mount at, above or beneath a destination (`mounts`' keys, mapped by `node_path`,
+    and `extra`: label -> node path, e.g. the workdir) would take what is copied or mounted there
+    into whatever it mounts: on a reused cluster, the bucket an earlier task mounted. Ours (an
+    earlier `rclone mount`, found by its marker) is unmounted first (a MOUNT_CACHED one uploads its
+    cache first), with one log line, unless it is the very mount this task wants at that path (same
+    bucket, mode and access), which is reused. A mount we did not make fails the task with a
+    ConfigError naming the destination; that check runs on every node before anything is unmounted.
+    """
+    labels = {f"file_mounts.{dst}": node_path(dst) for dst in mounts}
+    labels.update(extra or {})
+    if not runners or not labels:
+        return
+    wants: dict[str, str] = {}  # label -> fingerprint of the mount this task asks for there
+    for dst, mount in bucket_mounts(mounts).items():
+        if mount.effective_mode not in MOUNT_MODES:
+            continue
+        source = str(mount.source)
+        try:
+            remote = rclone_remote(source, store_options(source) if store_options else {})
+        except (UnsupportedCredentials, ValueError):
+            continue  # it becomes a COPY: whatever is mounted there has to go
+        wants[f"file_mounts.{dst}"] = bucket_mount.MountRequest(
+            path="", remote=remote.remote, env={}, mode=mount.effective_mode, read_only=bool(mount.read_only)
+        ).fingerprint
+
+    def inspect(runner: Any) -> list[bucket_mount.Conflict]:
+        targets = [
+            bucket_mount.Target(label, runner.resolve(p), wants.get(label)) for label, p in labels.items()
+        ]
+        try:
+            return bucket_mount.check_destinations(runner, targets)
+        except bucket_mount.MountError as exc:
+            raise ConfigError(
+                f"cannot check the file_mounts destinations for live mounts: {exc}",
+                fix="make sure the node is reachable and runs Python 3",
+            ) from exc
+
+    with ThreadPoolExecutor(max_workers=min(8, len(runners))) as pool:
+        found = list(pool.map(inspect, runners))
+    for rank, conflicts in enumerate(found):
+        for c in conflicts:
+            if c.ours:
+                continue
+            raise ConfigError(
+                f"{c.dst}: {c.path} on {_node_name(runners[rank], rank)} is at, inside or above a {c.kind} "
+                f"mount ({c.mount}) that this provider did not make; copying or mounting there would write "
+                "through it into whatever it mounts, so nothing was copied or mounted",
+                fix=f"choose another destination path for {c.dst} (or unmount {c.mount} on the node)",
+            )
+
+    def free(rank: int) -> None:
+        runner = runners[rank]
+        doomed = {c.mount: c for c in found[rank] if c.ours and not c.keep}
+        if not doomed:
+            return
+        outcome = bucket_mount.release(runner, list(doomed))
+        for path in outcome.get("unmounted") or []:
+            c = doomed[path]
+            log.info(
+                "%s: unmounted the earlier mount of %s at %s on %s, left by a previous task on this "
+                "cluster (this task does not use it)",
+                c.dst,
+                _describe(c.fingerprint),
+                path,
+                _node_name(runner, rank),
+            )
+        if outcome.get("failed"):
+            raise ConfigError(
+                f"could not unmount the earlier bucket mount(s) {', '.join(outcome['failed'])} on "
+                f"{_node_name(runner, rank)}; nothing was copied or mounted there",
+                fix="stop what still uses the mount on the node, or choose another destination path",
+            )
+
+    busy = [i for i, conflicts in enumerate(found) if any(c.ours and not c.keep for c in conflicts)]
+    if busy:
+        with ThreadPoolExecutor(max_workers=min(8, len(busy))) as pool:
+            list(pool.map(free, busy))
 
 
 def mount_bucket_mounts(
