@@ -303,3 +303,43 @@ def test_gcs_stripe_goes_in_one_put_by_default(tmp_path):
     assert report.files_copied == 1 and report.verified, report
     assert puts == [SIZE]
     assert dst.read(prefix + "obj.bin") == data
+
+
+def test_resume_states_are_found_by_one_listing(tmp_path):
+    """With several large objects, the resume states are found by listing them once: only the
+    states that exist are read (none on a fresh destination), and an interrupted copy still
+    resumes."""
+    emu = get_emulator("s3")
+    bucket = unique_name("lst")
+    emu.store(bucket)
+    root = tmp_path / "src"
+    (root / "big").mkdir(parents=True)
+    blobs = {f"obj{i}.bin": random.Random(i).randbytes(SIZE) for i in range(3)}
+    for name, data in blobs.items():
+        (root / "big" / name).write_bytes(data)
+    dst, prefix = open_uri(emu.uri(bucket, "out/"), **emu.options())
+    reads: list[str] = []
+    original = dst.read
+
+    def counting_read(key, *args, **kwargs):
+        reads.append(key)
+        return original(key, *args, **kwargs)
+
+    dst.read = counting_read
+    # 1st run: the source fails part-way; some objects leave a resume state behind.
+    with pytest.raises(TransferError):
+        TransferEngine(
+            CountingFileStore(str(root), fail_after=4 * PART), "big/", dst, prefix, streams=3, **OPTS
+        ).run()
+    assert [k for k in reads if k.startswith(RESUME_PREFIX)] == []  # fresh destination: no lookups
+    states = _resume_states(dst)
+    assert states
+
+    reads.clear()
+    report = TransferEngine(CountingFileStore(str(root)), "big/", dst, prefix, streams=3, **OPTS).run()
+    assert report.files_copied == 3 and report.verified, report
+    assert sorted(k for k in reads if k.startswith(RESUME_PREFIX)) == sorted(states)
+    assert report.bytes_resumed > 0
+    for name, data in blobs.items():
+        assert dst.read(prefix + name) == data
+    assert _resume_states(dst) == []

@@ -176,12 +176,12 @@ class AzureStore(Store):
         return self.container.get_blob_client(key)
 
     # ---- listing
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(self, prefix: str = "", hidden: bool = False) -> Iterator[ObjectInfo]:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
             for props in self.container.list_blobs(name_starts_with=prefix or None, include=["metadata"]):
-                if not props.name.startswith(SCRATCH_PREFIX):
+                if hidden or not props.name.startswith(SCRATCH_PREFIX):
                     yield _props_info(props.name, props)
         except ResourceNotFoundError as exc:
             raise NotFound(self.uri()) from exc

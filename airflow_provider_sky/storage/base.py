@@ -278,8 +278,9 @@ class Store(ABC):
 
     # ---- listing and metadata
     @abstractmethod
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Objects whose key starts with `prefix`, with sizes and whatever checksums listing gives."""
+    def list(self, prefix: str = "", hidden: bool = False) -> Iterator[ObjectInfo]:
+        """Objects whose key starts with `prefix`, with sizes and whatever checksums listing gives;
+        the engine's own scratch objects (under SCRATCH_PREFIX) only when `hidden`."""
 
     @abstractmethod
     def head(self, key: str) -> ObjectInfo | None:

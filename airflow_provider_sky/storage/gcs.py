@@ -134,12 +134,12 @@ class GCSStore(Store):
         return ("gs", self.client._connection.API_BASE_URL, id(self.client._credentials.__class__))
 
     # ---- listing
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(self, prefix: str = "", hidden: bool = False) -> Iterator[ObjectInfo]:
         from google.api_core.exceptions import NotFound as GNotFound
 
         try:
             for blob in self.client.list_blobs(self._bucket, prefix=prefix or None, page_size=1000):
-                if blob.name.startswith(SCRATCH_PREFIX):
+                if not hidden and blob.name.startswith(SCRATCH_PREFIX):
                     continue
                 yield _info(blob)
         except GNotFound as exc:

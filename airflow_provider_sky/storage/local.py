@@ -62,7 +62,7 @@ class FileStore(Store):
         return rel.replace(os.sep, "/")
 
     # ---- listing
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(self, prefix: str = "", hidden: bool = False) -> Iterator[ObjectInfo]:
         if prefix.endswith("/") or not prefix:
             top = self._path(prefix) if prefix else self.root
         else:

@@ -153,12 +153,12 @@ class S3Store(Store):
         return ("s3", self.client.meta.endpoint_url, self._access_key)
 
     # ---- listing
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(self, prefix: str = "", hidden: bool = False) -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", ()):
-                    if item["Key"].startswith(SCRATCH_PREFIX):
+                    if not hidden and item["Key"].startswith(SCRATCH_PREFIX):
                         continue
                     etag = item.get("ETag", "").strip('"') or None
                     yield ObjectInfo(

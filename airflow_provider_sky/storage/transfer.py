@@ -840,6 +840,17 @@ class TransferEngine:
             with contextlib.suppress(Exception):
                 self.dst.delete(key)
 
+    def _resume_states_present(self) -> set[str] | None:
+        """Keys of the resume states in the destination bucket (one listing), or None when the
+        store cannot list them (each object's state is then looked up on its own)."""
+        try:
+            return {o.key for o in self.dst.list(RESUME_PREFIX, hidden=True)}
+        except NotFound:
+            return set()
+        except Exception as exc:
+            log.debug("cannot list resume states (%s): looking each one up", exc)
+            return None
+
     def _resume_large(self, item: _Item) -> _LargeCopy | None:  # see the module docstring
         """The job of an earlier, interrupted copy of `item` (same source version), with the parts
         the destination confirms; None (after discarding a stale upload) otherwise."""
@@ -1235,6 +1246,10 @@ class TransferEngine:
             self._large_count = len(large)
             # Interrupted earlier copies of large objects, looked up in parallel (one small read each).
             resumable = [item for item in large if self.resume and item.src.etag]
+            if len(resumable) > 1:  # one listing instead of one lookup per object
+                present = self._resume_states_present()
+                if present is not None:
+                    resumable = [item for item in resumable if self._checkpoint_key(item) in present]
             resumed = dict(zip(map(id, resumable), pool.map(self._resume_large, resumable), strict=True))
             with self.progress:
                 try:
