@@ -55,6 +55,9 @@ def without_rclone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     )
     monkeypatch.setenv("PATH", path)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.local/bin/rclone either
+    # The worker then has no rclone to push either, but keep the node without one regardless (e.g. a
+    # $SKY_RCLONE_BINARY in the environment): these tests cover the fallback (tests/test_rclone_push.py the push).
+    monkeypatch.setenv("SKY_PUSH_RCLONE", "0")
 
 
 @pytest.fixture

@@ -64,6 +64,7 @@ def test_mount_mode_and_missing_prefix_fail_clearly(
     monkeypatch.setenv("SKY_MOUNT_FALLBACK", "error")
     no_rclone = [p for p in os.environ["PATH"].split(os.pathsep) if not shutil.which("rclone", path=p)]
     monkeypatch.setenv("PATH", os.pathsep.join(no_rclone))
+    monkeypatch.setenv("SKY_PUSH_RCLONE", "0")  # no rclone pushed to the node either: test the fallback
     mount = SkyTaskOperator(
         task_id="m",
         run="true",

@@ -18,6 +18,9 @@ a previous task left on a reused cluster.
 `copy` is the node-side COPY: the node itself runs `rclone copy` (same request file, same
 credential handling) so bucket data goes straight from the store to the node, and reports what it
 moved from rclone's final stats (`copy-<key>.log`, JSON lines).
+
+`push_rclone` uploads the Airflow worker's own rclone into a node's ~/.sky/bin (where `detect` looks)
+when the node has none; `provision.file_mounts` decides when.
 """
 
 from __future__ import annotations
@@ -97,7 +100,8 @@ def umount(path, drain=300.0, started_as=None):
 def detect(home):
     fuse = os.path.exists("/dev/fuse") and os.access("/dev/fuse", os.R_OK | os.W_OK)
     out = {"rclone": which("rclone", home), "fuse": fuse,
-           "fusermount": shutil.which("fusermount3") or shutil.which("fusermount")}
+           "fusermount": shutil.which("fusermount3") or shutil.which("fusermount"),
+           "system": os.uname().sysname, "machine": os.uname().machine}
     print(json.dumps(out))
 
 def mount(req_path, home):
@@ -332,6 +336,9 @@ class MountTools:
     rclone: str | None
     fuse: bool
     fusermount: str | None
+    #: The node's `uname -s` / `uname -m` (None when not known).
+    system: str | None = None
+    machine: str | None = None
 
     @property
     def usable(self) -> bool:
@@ -437,7 +444,46 @@ def detect_tools(runner: CommandRunner, timeout: float = 30) -> MountTools:
         data = json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         return MountTools(None, False, None)
-    return MountTools(data.get("rclone"), bool(data.get("fuse")), data.get("fusermount"))
+    return MountTools(
+        data.get("rclone"), bool(data.get("fuse")), data.get("fusermount"), data.get("system"), data.get("machine")
+    )
+
+
+#: Where `detect` looks for rclone besides PATH, relative to the node's home; `push_rclone` puts it there.
+SKY_BIN = ".sky/bin"
+
+#: `uname -m` / `platform.machine()` spellings of the same architecture.
+_MACHINES = {"x86_64": "amd64", "amd64": "amd64", "x64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def normalize_platform(system: str | None, machine: str | None) -> tuple[str, str]:
+    """(`linux`, `amd64`) from ("Linux", "x86_64"): x86_64 == amd64, aarch64 == arm64."""
+    m = (machine or "").strip().lower()
+    return (system or "").strip().lower(), _MACHINES.get(m, m)
+
+
+def push_rclone(runner: CommandRunner, binary: str, timeout: float = 120) -> str:
+    """Upload the local rclone `binary` into the node's ~/.sky/bin (0755) and return its version
+    as the node reports it (`v1.66.0`). Raises MountError (the upload is removed) when it does
+    not run there."""
+    bin_dir = f"{runner.home.rstrip('/')}/{SKY_BIN}"
+    target = f"{bin_dir}/rclone"
+    partial = f"{bin_dir}/.rclone-{secrets.token_hex(6)}"  # never a half-written `rclone` for detect
+    runner.run(["mkdir", "-p", bin_dir], timeout=30).check(f"creating {bin_dir}")
+    try:
+        runner.put(binary, partial)
+        runner.run(["chmod", "0755", partial], timeout=30).check("chmod 0755 on the uploaded rclone")
+        result = runner.run([partial, "version"], timeout=timeout)
+        first = (result.stdout.strip().splitlines() or [""])[0]
+        if result.returncode != 0 or not first.startswith("rclone "):
+            detail = (result.stderr or result.stdout).strip()[-300:] or f"exit {result.returncode}"
+            raise MountError(f"the uploaded rclone does not run on the node: {detail}")
+        runner.run(["mv", "-f", partial, target], timeout=30).check("moving rclone into place")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            runner.run(["rm", "-f", "--", partial], timeout=30)
+        raise
+    return first.split()[1] if len(first.split()) > 1 else "(unknown version)"
 
 
 def mount(runner: CommandRunner, tools: MountTools, request: MountRequest, timeout: float = 120) -> bool:

@@ -23,6 +23,7 @@ from airflow_provider_sky.execution.logs import LogTailer
 from airflow_provider_sky.provision.autostop import AutostopConfig, ensure_autostop, refresh_cluster_status
 from airflow_provider_sky.provision.failover import launch_with_failover
 from airflow_provider_sky.provision.file_mounts import (
+    RclonePush,
     StoreOptions,
     clear_destinations,
     copy_on_nodes,
@@ -518,8 +519,11 @@ class SkyCore:
         # before any byte moves: nothing may be written through a mount left on a reused cluster
         extra = {"workdir": WORKDIR_ON_NODE} if task.workdir else None
         clear_destinations(mounts, runners, node_path, store_options, extra=extra)
-        mounted = mount_bucket_mounts(mounts, runners, node_path, store_options)
-        copied = copy_on_nodes(mounts, runners, node_path, store_options, cloud=cluster.cloud, skip=mounted)
+        push = RclonePush()  # a node lacking rclone gets the worker's, once in this submit
+        mounted = mount_bucket_mounts(mounts, runners, node_path, store_options, push=push)
+        copied = copy_on_nodes(
+            mounts, runners, node_path, store_options, cloud=cluster.cloud, skip=mounted, push=push
+        )
         done = [m | set(c) for m, c in zip(mounted, copied, strict=True)]
         cache = self.log_archive_dir().parent / "mounts" / cluster.name
         everywhere = set.intersection(*done) if done else set()  # on every node already: no fetch here

