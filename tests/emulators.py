@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib.util
+import json
 import os
 import platform
 import shutil
@@ -288,6 +289,24 @@ class AzureEmulator(Emulator):
 
     def uri(self, bucket: str, key: str = "") -> str:
         return f"az://{AZURITE_ACCOUNT}/{bucket}/{key}"
+
+
+def set_s3_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str) -> dict[str, Any]:
+    """Point the Airflow `aws` connection `conn_id` (as AIRFLOW_CONN_<ID> JSON) at the S3
+    emulator; returns the emulator's store options (keys, endpoint)."""
+    opts = get_emulator("s3").options()
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{conn_id.upper()}",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": opts["aws_access_key_id"],
+                "password": opts["aws_secret_access_key"],
+                "extra": {"endpoint_url": opts["endpoint_url"], "region_name": "us-east-1"},
+            }
+        ),
+    )
+    return opts
 
 
 # --------------------------------------------------------------------------- session singletons

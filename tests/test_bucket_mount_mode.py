@@ -7,7 +7,6 @@ FUSE needs /dev/fuse and fusermount3 (`.ci/services.d/40-fuse.sh` installs Debia
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -23,7 +22,7 @@ from airflow_provider_sky.hooks.sky import SkyHook
 from airflow_provider_sky.operators.sky import SkyTaskOperator
 from airflow_provider_sky.provision.bucket_remote import UnsupportedCredentials, rclone_remote
 from airflow_provider_sky.spec import SpecError, Task
-from tests.emulators import get_emulator, unique_name
+from tests.emulators import get_emulator, set_s3_connection, unique_name
 from tests.services import require
 from tests.test_operator_lifecycle import TaskStateStore, _context, sky_env  # noqa: F401  (fixture)
 
@@ -70,18 +69,7 @@ def without_rclone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture
 def bucket(monkeypatch: pytest.MonkeyPatch) -> tuple[str, object]:
-    opts = get_emulator("s3").options()
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_S3_MOUNT_MODE",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": opts["aws_access_key_id"],
-                "password": opts["aws_secret_access_key"],
-                "extra": {"endpoint_url": opts["endpoint_url"], "region_name": "us-east-1"},
-            }
-        ),
-    )
+    opts = set_s3_connection(monkeypatch, "S3_MOUNT_MODE")
     client = boto3.client("s3", **opts)
     name = unique_name("mnt")
     client.create_bucket(Bucket=name)

@@ -8,7 +8,6 @@ same named cluster COPYs bucket B to the same path (or one above / below it). Wi
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -22,7 +21,7 @@ import pytest
 from airflow_provider_sky.execution import bucket_mount
 from airflow_provider_sky.hooks.sky import SkyHook
 from airflow_provider_sky.operators.sky import SkyTaskOperator
-from tests.emulators import get_emulator, unique_name
+from tests.emulators import set_s3_connection, unique_name
 from tests.test_bucket_mount_mode import VENV_BIN, _fuse_mounts, _log, _require_mount_tools
 from tests.test_operator_lifecycle import TaskStateStore, _context, sky_env  # noqa: F401  (fixture)
 
@@ -39,18 +38,7 @@ def with_rclone(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def buckets(monkeypatch: pytest.MonkeyPatch) -> tuple[str, str, object]:
     """Bucket A (data/a.txt) and bucket B (data/b.txt) on the S3 emulator, and a client."""
-    opts = get_emulator("s3").options()
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_S3_MOUNT_REUSE",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": opts["aws_access_key_id"],
-                "password": opts["aws_secret_access_key"],
-                "extra": {"endpoint_url": opts["endpoint_url"], "region_name": "us-east-1"},
-            }
-        ),
-    )
+    opts = set_s3_connection(monkeypatch, "S3_MOUNT_REUSE")
     client = boto3.client("s3", **opts)
     a, b = unique_name("mnta"), unique_name("mntb")
     for name, key, body in ((a, "data/a.txt", b"alpha\n"), (b, "data/b.txt", b"beta\n")):

@@ -22,7 +22,7 @@ from airflow_provider_sky.provision.core import LaunchResult, SkyCore
 from airflow_provider_sky.provision.input_staging import StagingCostError
 from airflow_provider_sky.provision.naming import cluster_name_for
 from airflow_provider_sky.state import StateStore
-from tests.emulators import get_emulator, unique_name
+from tests.emulators import get_emulator, set_s3_connection, unique_name
 from tests.moto_server import MotoEc2, moto_ec2, moto_server  # noqa: F401 - fixtures
 from tests.test_operator_aws import REGIONS, aws_connections  # noqa: F401 - fixture
 from tests.test_operator_lifecycle import TaskStateStore, _context
@@ -45,18 +45,7 @@ def _wait_for(check: Callable[[], bool], seconds: float = WAIT_S) -> bool:
 def s3(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Moto S3 and an Airflow `aws` connection to it for the operator's stores."""
     emu = get_emulator("s3")
-    opts = emu.options()
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_S3_STAGE",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": opts["aws_access_key_id"],
-                "password": opts["aws_secret_access_key"],
-                "extra": {"endpoint_url": opts["endpoint_url"], "region_name": "us-east-1"},
-            }
-        ),
-    )
+    set_s3_connection(monkeypatch, "S3_STAGE")
     return emu
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -12,25 +11,13 @@ import pytest
 
 from airflow_provider_sky.hooks.sky import SkyHook
 from airflow_provider_sky.operators.sky import SkyTaskOperator
-from tests.emulators import get_emulator
+from tests.emulators import set_s3_connection
 from tests.test_operator_lifecycle import TaskStateStore, _context, sky_env  # noqa: F401  (fixture)
 
 
 @pytest.fixture
 def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> str:
-    s3 = get_emulator("s3")
-    opts = s3.options()
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_S3_MOUNTS",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": opts["aws_access_key_id"],
-                "password": opts["aws_secret_access_key"],
-                "extra": {"endpoint_url": opts["endpoint_url"], "region_name": "us-east-1"},
-            }
-        ),
-    )
+    opts = set_s3_connection(monkeypatch, "S3_MOUNTS")
     client = boto3.client("s3", **opts)
     bucket = "mount-src"
     client.create_bucket(Bucket=bucket)
