@@ -56,7 +56,9 @@ def test_wrong_key_is_refused_and_the_store_falls_back_to_the_sdk(azure, caplog)
     wrong = base64.b64encode(b"not the account key").decode()
     with pytest.raises(SignatureRefused) as err:
         _writer(store, wrong).put_blob("x.bin", b"abc", hashlib.md5(b"abc").digest(), None)
-    assert err.value.status_code == 403  # Azurite checks signatures: the other tests' successes mean something
+    assert (
+        err.value.status_code == 403
+    )  # Azurite checks signatures: the other tests' successes mean something
     store._direct = _writer(store, wrong)
     with caplog.at_level(logging.WARNING, logger="airflow_provider_sky.storage.azure"):
         info = store.write("y.bin", b"hello", md5=hashlib.md5(b"hello").digest())

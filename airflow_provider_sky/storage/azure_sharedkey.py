@@ -93,9 +93,7 @@ class SharedKeyBlobWriter:
         lines = [verb, *(lower.get(name, "") for name in standard)]
         ms = sorted((k, v.strip()) for k, v in lower.items() if k.startswith("x-ms-"))
         canonical = "".join(f"{k}:{v}\n" for k, v in ms)
-        resource = f"/{self.account}{path}" + "".join(
-            f"\n{k.lower()}:{v}" for k, v in sorted(query.items())
-        )
+        resource = f"/{self.account}{path}" + "".join(f"\n{k.lower()}:{v}" for k, v in sorted(query.items()))
         to_sign = "\n".join(lines) + "\n" + canonical + resource
         digest = hmac.new(self._key, to_sign.encode("utf-8"), hashlib.sha256).digest()
         return f"SharedKey {self.account}:{base64.b64encode(digest).decode()}"

@@ -468,7 +468,6 @@ class _LargeCopy:
         self.checkpoint_written = False  # a resume state exists at checkpoint_key
         self.checkpoint_due = 0.0  # monotonic time before which no resume state is written
 
-
     @property
     def finished(self) -> bool:
         return self.settled.is_set()
