@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 SKY_DIR = ".sky"
@@ -273,29 +274,45 @@ def kill_owned_group(pgid: int, sig: int, home: str) -> None:
     Pids are reused (pid_max may be 32768), so a group id read from a job's files may now name
     someone else's processes: only members whose environment carries this node's marker are hit.
     """
-    try:
-        entries = os.listdir("/proc")
-    except OSError:  # no /proc (macOS): cannot tell, fall back to the group
+    members = group_members(pgid)
+    if members is None:  # no /proc (macOS): cannot tell, fall back to the group
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
         return
     needle, base = f"{NODE_HOME_ENV}=".encode(), home.rstrip("/") + "/"
-    for entry in entries:
-        if not entry.isdigit():
-            continue
+    for pid in members:
         try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-            fields = stat[stat.rindex(b")") + 2 :].split()
-            if int(fields[2]) != pgid or fields[0] == b"Z":
-                continue
-            with open(f"/proc/{entry}/environ", "rb") as f:
+            with open(f"/proc/{pid}/environ", "rb") as f:
                 marks = [v[len(needle) :].decode("utf-8", "replace") for v in f.read().split(b"\0") if v.startswith(needle)]
-        except (OSError, ValueError, IndexError):
+        except OSError:
             continue
         if marks and (marks[0] == home or marks[0].startswith(base)):
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(int(entry), sig)
+                os.kill(pid, sig)
+
+
+def group_members(pgid: int) -> Iterator[int] | None:
+    """Live (non-zombie) members of process group `pgid` from /proc; None without /proc. (The same
+    as job_driver.group_members: both scripts run on nodes standalone and cannot import each other.)"""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+
+    def scan() -> Iterator[int]:
+        for entry in entries:
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+                fields = stat[stat.rindex(b")") + 2 :].split()
+                if int(fields[2]) == pgid and fields[0] != b"Z":
+                    yield int(entry)
+            except (OSError, ValueError, IndexError):
+                continue
+
+    return scan()
 
 
 def _marked_pids(prefix: str) -> list[int]:

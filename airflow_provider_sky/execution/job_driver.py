@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 # ---- layout (the single source of truth; jobs.py imports these) ----
@@ -144,22 +145,32 @@ def group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
+    members = group_members(pgid)
+    return True if members is None else any(True for _ in members)  # no /proc: cannot tell zombies
+
+
+def group_members(pgid: int) -> Iterator[int] | None:
+    """Pids of the live (non-zombie) members of process group `pgid`, read from /proc; None when
+    there is no /proc (macOS)."""
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return True  # no /proc: zombies cannot be told apart
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-            fields = stat[stat.rindex(b")") + 2 :].split()
-            if int(fields[2]) == pgid and fields[0] != b"Z":
-                return True
-        except (OSError, ValueError, IndexError):
-            continue
-    return False
+        return None
+
+    def scan() -> Iterator[int]:
+        for entry in entries:
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+                fields = stat[stat.rindex(b")") + 2 :].split()
+                if int(fields[2]) == pgid and fields[0] != b"Z":
+                    yield int(entry)
+            except (OSError, ValueError, IndexError):
+                continue
+
+    return scan()
 
 
 def _killpg(pgid: int, sig: int) -> None:
@@ -173,29 +184,20 @@ def kill_owned_group(pgid: int, sig: int, home: str) -> None:
     Pids are reused (pid_max may be 32768), so a group id read from a job's files may now name
     someone else's processes: only members whose environment carries this node's marker are hit.
     """
-    try:
-        entries = os.listdir("/proc")
-    except OSError:  # no /proc (macOS): cannot tell, fall back to the group
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
+    members = group_members(pgid)
+    if members is None:  # no /proc (macOS): cannot tell, fall back to the group
+        _killpg(pgid, sig)
         return
     needle, base = f"{NODE_HOME_ENV}=".encode(), home.rstrip("/") + "/"
-    for entry in entries:
-        if not entry.isdigit():
-            continue
+    for pid in members:
         try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-            fields = stat[stat.rindex(b")") + 2 :].split()
-            if int(fields[2]) != pgid or fields[0] == b"Z":
-                continue
-            with open(f"/proc/{entry}/environ", "rb") as f:
+            with open(f"/proc/{pid}/environ", "rb") as f:
                 marks = [v[len(needle) :].decode("utf-8", "replace") for v in f.read().split(b"\0") if v.startswith(needle)]
-        except (OSError, ValueError, IndexError):
+        except OSError:
             continue
         if marks and (marks[0] == home or marks[0].startswith(base)):
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(int(entry), sig)
+                os.kill(pid, sig)
 
 
 # ---- state ----
