@@ -135,14 +135,19 @@ def test_opening_one_store_imports_only_its_sdk():
         "before = sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 'azure') or m.startswith('google.cloud'))\n"
         "store_for_uri('s3://bucket/', endpoint_url='http://127.0.0.1:9', region_name='us-east-1',"
         " aws_access_key_id='k', aws_secret_access_key='s')\n"
+        "opened = sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 'azure') or m.startswith('google.cloud'))\n"
+        "store_for_uri('s3://bucket/', endpoint_url='http://127.0.0.1:9', region_name='us-east-1', verify=False)\n"
         "after = sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 'azure') or m.startswith('google.cloud'))\n"
-        "print(json.dumps([before, after]))\n"
+        "print(json.dumps([before, opened, after]))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    before, after = json.loads(out.stdout.strip().splitlines()[-1])
+    before, opened, after = json.loads(out.stdout.strip().splitlines()[-1])
     assert before == []  # importing the storage layer and the engine loads no cloud SDK
+    # An S3 store with plain keys and endpoint reads, heads and lists without botocore ...
+    assert opened == []
+    # ... one with settings only botocore applies (verify=False) loads it, and nothing else.
     assert "botocore" in after
     assert not [m for m in after if m.startswith(("azure", "google.cloud"))]
 

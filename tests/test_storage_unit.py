@@ -52,6 +52,21 @@ def test_crc32c_combine_matches_whole(split):
     assert combined == google_crc32c.value(data)
 
 
+def test_crc32c_combine_chains_parts_through_the_cached_operator():
+    """Whole-object CRC32C from equal parts and a short tail, the way a multipart copy combines
+    them; the same lengths recur, so the cached zero-append operator is reused and must stay right."""
+    import random
+
+    rng = random.Random(5)
+    for part, tail in ((65_536, 1), (65_536, 65_535), (1_000_003, 17)):
+        data = rng.randbytes(3 * part + tail)
+        pieces = [data[i : i + part] for i in range(0, len(data), part)]
+        crc = google_crc32c.value(pieces[0])
+        for piece in pieces[1:]:
+            crc = crc32c_combine(crc, google_crc32c.value(piece), len(piece))
+        assert crc == google_crc32c.value(data), (part, tail)
+
+
 def test_multipart_etag_format():
     import hashlib
 

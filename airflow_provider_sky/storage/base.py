@@ -7,11 +7,12 @@ are '/'-separated strings relative to it. Everything here is plain Python; no Ai
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import http.client
 import io
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -84,7 +85,7 @@ def md5_hex_to_b64(hex_digest: str) -> str:
 _CRC32C_POLY = 0x82F63B78  # reflected Castagnoli polynomial
 
 
-def _gf2_times(mat: list[int], vec: int) -> int:
+def _gf2_times(mat: Sequence[int], vec: int) -> int:
     total = 0
     i = 0
     while vec:
@@ -106,23 +107,38 @@ def crc32c_combine(crc1: int, crc2: int, len2: int) -> int:
     """
     if len2 <= 0:
         return crc1
-    odd = [_CRC32C_POLY] + [1 << n for n in range(31)]
-    even = _gf2_square(odd)
-    odd = _gf2_square(even)
+    return _gf2_times(_append_zeros_operator(len2), crc1) ^ crc2
+
+
+@functools.lru_cache(maxsize=64)
+def _append_zeros_operator(len2: int) -> tuple[int, ...]:
+    """The GF(2) matrix taking crc(A) to the CRC register after `len2` zero bytes follow A.
+
+    Built once per length (zlib's square-and-multiply, with the applied squares composed into one
+    matrix): parts of a large object share one size, so combining them costs one 32-step product
+    each instead of about 25 matrix squarings (~3 ms of CPU in Python, held under the GIL)."""
+    op = [1 << n for n in range(32)]  # identity
+
+    def apply(mat: list[int]) -> None:
+        op[:] = [_gf2_times(mat, col) for col in op]
+
+    odd = [_CRC32C_POLY] + [1 << n for n in range(31)]  # one zero bit
+    even = _gf2_square(odd)  # two zero bits
+    odd = _gf2_square(even)  # four zero bits
     while True:
-        even = _gf2_square(odd)
+        even = _gf2_square(odd)  # first pass: one zero byte
         if len2 & 1:
-            crc1 = _gf2_times(even, crc1)
+            apply(even)
         len2 >>= 1
         if not len2:
             break
         odd = _gf2_square(even)
         if len2 & 1:
-            crc1 = _gf2_times(odd, crc1)
+            apply(odd)
         len2 >>= 1
         if not len2:
             break
-    return crc1 ^ crc2
+    return tuple(op)
 
 
 def multipart_etag(part_md5_digests: list[bytes]) -> str:

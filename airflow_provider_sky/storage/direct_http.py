@@ -32,9 +32,14 @@ def direct_enabled(name: str) -> bool:
 
 def proxied(url: str) -> bool:
     """Whether the environment routes `url` through a proxy (the direct paths then stand aside)."""
-    from requests.utils import get_environ_proxies
+    from urllib.request import getproxies, proxy_bypass
 
-    return bool(get_environ_proxies(url))
+    parts = urlsplit(url)
+    proxies = getproxies()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    # A no_proxy form urllib does not know (a CIDR) counts as proxied: the SDK path then decides.
+    return not proxy_bypass(parts.hostname or "")
 
 
 def make_pool(url: str, maxsize: int = 64, timeout: tuple[float, float] = (10, 120)) -> Any:

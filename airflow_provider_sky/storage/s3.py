@@ -1,10 +1,14 @@
-"""s3:// store over boto3 (any S3-compatible endpoint: AWS, moto server, MinIO...)."""
+"""s3:// store over boto3 (any S3-compatible endpoint: AWS, moto server, MinIO...).
+
+Reads, heads and listings go direct where `s3_direct` allows; the botocore client is then made
+only when something else (a write, a fallback) first needs it."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
 import logging
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
@@ -21,7 +25,14 @@ from .base import (
     normalize_metadata,
 )
 from .direct_http import SignatureRefused
-from .s3_direct import Redirected, reader_for
+from .s3_direct import (
+    Redirected,
+    S3DirectReader,
+    parse_http_date,
+    parse_iso_date,
+    plain_endpoint,
+    reader_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,27 +144,71 @@ class S3Store(Store):
         self.endpoint_url = endpoint_url
         self.region_name = region_name
         self._access_key = aws_access_key_id
-        self.client = client or make_s3_client(
-            endpoint_url=endpoint_url,
-            region_name=region_name,
-            aws_access_key_id=aws_access_key_id,
-            aws_secret_access_key=aws_secret_access_key,
-            aws_session_token=aws_session_token,
-            profile_name=profile_name,
-            max_pool_connections=max_pool_connections,
-            verify=verify,
-        )
-        # Reads as signed GETs over urllib3 when the client allows (see s3_direct).
-        self._direct = reader_for(self.client, bucket)
+        self._client = client
+        self._client_lock = threading.Lock()
+        self._client_kwargs = {
+            "endpoint_url": endpoint_url,
+            "region_name": region_name,
+            "aws_access_key_id": aws_access_key_id,
+            "aws_secret_access_key": aws_secret_access_key,
+            "aws_session_token": aws_session_token,
+            "profile_name": profile_name,
+            "max_pool_connections": max_pool_connections,
+            "verify": verify,
+        }
+        # Reads as signed GETs over urllib3 (see s3_direct): without a client at all when the
+        # URL and keys are plain, else through the client's endpoint and credentials.
+        self._direct: S3DirectReader | None = None
+        plain = None
+        if client is None and profile_name is None and verify is None:
+            plain = plain_endpoint(
+                bucket, endpoint_url, region_name, aws_access_key_id, aws_secret_access_key, aws_session_token
+            )
+        if plain is not None:
+            base, region, credentials = plain
+            self._direct = S3DirectReader(base, region, credentials, maxsize=max_pool_connections)
+        else:
+            self._direct = reader_for(self.client, bucket)
+
+    @property
+    def client(self) -> Any:
+        """The botocore client, made on first use."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = make_s3_client(**self._client_kwargs)
+        return self._client
+
+    def _drop_direct(self, exc: Exception) -> None:
+        log.warning("%s; using botocore for %s from now on", exc, self.uri())
+        self._direct = None
 
     def uri(self, key: str = "") -> str:
         return f"s3://{self.bucket}/{key}"
 
     def endpoint_identity(self) -> tuple:
-        return ("s3", self.client.meta.endpoint_url, self._access_key)
+        endpoint = self.endpoint_url
+        if endpoint is None:
+            endpoint = (
+                self._client.meta.endpoint_url if self._client is not None else f"aws:{self.region_name}"
+            )
+        return ("s3", endpoint.rstrip("/"), self._access_key)
 
     # ---- listing
     def list(self, prefix: str = "", hidden: bool = False) -> Iterator[ObjectInfo]:
+        direct = self._direct
+        if direct is not None:
+            try:
+                first = direct.list_page(prefix)
+            except NotFound:
+                raise NotFound(self.uri()) from None
+            except SignatureRefused as exc:
+                self._drop_direct(exc)
+            except Redirected:
+                pass  # botocore follows the bucket to its region
+            else:
+                yield from self._list_direct(direct, prefix, first, hidden)
+                return
         paginator = self.client.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
@@ -172,6 +227,27 @@ class S3Store(Store):
         except self.client.exceptions.NoSuchBucket as exc:
             raise NotFound(self.uri()) from exc
 
+    def _list_direct(
+        self, direct: S3DirectReader, prefix: str, page: tuple[list[dict[str, str]], str | None], hidden: bool
+    ) -> Iterator[ObjectInfo]:
+        while True:
+            items, token = page
+            for item in items:
+                if not hidden and item["Key"].startswith(SCRATCH_PREFIX):
+                    continue
+                etag = item["ETag"].strip('"') or None
+                yield ObjectInfo(
+                    key=item["Key"],
+                    size=int(item["Size"]),
+                    etag=etag,
+                    md5=_etag_md5(etag),
+                    mtime=parse_iso_date(item["LastModified"]),
+                    metadata_loaded=False,
+                )
+            if not token:
+                return
+            page = direct.list_page(prefix, token)
+
     def _info(self, key: str, resp: Mapping[str, Any]) -> ObjectInfo:
         etag = (resp.get("ETag") or "").strip('"') or None
         size = resp.get("ContentLength")
@@ -185,6 +261,32 @@ class S3Store(Store):
         )
 
     def head(self, key: str) -> ObjectInfo | None:
+        direct = self._direct
+        if direct is not None:
+            try:
+                headers = direct.head(key)
+            except SignatureRefused as exc:
+                self._drop_direct(exc)
+            except Redirected:
+                pass
+            else:
+                if headers is None:
+                    return None
+                etag = headers.get("etag", "").strip('"') or None
+                return ObjectInfo(
+                    key=key,
+                    size=int(headers.get("content-length", -1)),
+                    etag=etag,
+                    md5=_etag_md5(etag),
+                    mtime=parse_http_date(headers.get("last-modified")),
+                    metadata=normalize_metadata(
+                        {
+                            k[len("x-amz-meta-") :]: v
+                            for k, v in headers.items()
+                            if k.startswith("x-amz-meta-")
+                        }
+                    ),
+                )
         from botocore.exceptions import ClientError
 
         try:
@@ -209,8 +311,7 @@ class S3Store(Store):
             except NotFound:
                 raise NotFound(self.uri(key)) from None
             except SignatureRefused as exc:
-                log.warning("%s; reading through botocore from now on", exc)
-                self._direct = None
+                self._drop_direct(exc)
             except Redirected:
                 pass  # botocore follows the bucket to its region
         try:
@@ -229,6 +330,16 @@ class S3Store(Store):
         """One streamed ranged GET (moto and other emulators serve a range by slicing the whole
         object, so one GET per stripe instead of one per part also spares the server), read
         with `readinto` straight into the caller's buffers."""
+        direct = self._direct
+        if direct is not None:
+            try:
+                return direct.open_range(key, start, end)  # type: ignore[return-value]
+            except NotFound:
+                raise NotFound(self.uri(key)) from None
+            except SignatureRefused as exc:
+                self._drop_direct(exc)
+            except Redirected:
+                pass
         try:
             resp = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}")
         except self.client.exceptions.NoSuchKey as exc:
@@ -381,7 +492,8 @@ class S3Store(Store):
     def close(self) -> None:
         if self._direct is not None:
             self._direct.close()
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
 
 
 class _S3Multipart(MultipartUpload):
