@@ -5,16 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import timedelta
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_sky.cli.common import core_from_args
-from airflow_provider_sky.provision import reaper
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# reaper.DEFAULT_GRACE / DEFAULT_MIN_AGE in minutes, repeated so that building the parser does
+# not import the reaper (and the broker behind it); tests/test_cli_transfer.py keeps them equal.
+DEFAULT_GRACE_MIN = 30.0
+DEFAULT_MIN_AGE_MIN = 5.0
 
 
 def cmd_gc(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from airflow_provider_sky.provision import reaper
+
     core = core_from_args(args)
     report = reaper.reap(
         core.store,
@@ -57,14 +65,14 @@ def add_gc_parser(subparsers: Any) -> argparse.ArgumentParser:
     gc.add_argument(
         "--grace",
         type=float,
-        default=reaper.DEFAULT_GRACE.total_seconds() / 60,
+        default=DEFAULT_GRACE_MIN,
         metavar="MIN",
         help="minutes after its task's last job ended before a cluster counts as orphaned (default: 30)",
     )
     gc.add_argument(
         "--min-age",
         type=float,
-        default=reaper.DEFAULT_MIN_AGE.total_seconds() / 60,
+        default=DEFAULT_MIN_AGE_MIN,
         metavar="MIN",
         help="ignore clusters unknown to the state DB younger than this (default: 5)",
     )

@@ -1,24 +1,33 @@
-"""`sky-airflow`: inspect and manage the broker from a shell (works without airflow-core)."""
+"""`sky-airflow`: inspect and manage the broker from a shell (works without airflow-core).
+
+Start-up is kept short: building the parser imports only argparse-level modules; each command
+imports what it uses (rich, the broker core, spec, optimizer, catalog) when it runs, and `cp` /
+`verify` (`cli/transfer.py`) import only the storage layer.
+"""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections.abc import Sequence
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from airflow_provider_sky.cli.catalog import add_catalog_parser
 from airflow_provider_sky.cli.common import core_from_args
 from airflow_provider_sky.cli.gc import add_gc_parser
 from airflow_provider_sky.cli.pools import add_pools_parser
-from airflow_provider_sky.spec import SpecError, load_tasks
+from airflow_provider_sky.cli.transfer import add_transfer_parser
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    import dataclasses
+
+    from rich.table import Table
+
     core = core_from_args(args)
     clusters = core.store.list_clusters()
     if args.json:
@@ -75,17 +84,23 @@ def cmd_logs(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, console: Console) -> int:
+    from airflow_provider_sky.spec import SpecError, load_tasks
+
     try:
         tasks = load_tasks(args.file)
     except SpecError as err:
         console.print(f"[red]invalid[/red] {args.file}: {err}")
         return 2
     for task in tasks:
-        console.print(f"[green]ok[/green] {task.name or '(unnamed)'}: {task.resources.to_dict() or 'any resources'}")
+        console.print(
+            f"[green]ok[/green] {task.name or '(unnamed)'}: {task.resources.to_dict() or 'any resources'}"
+        )
     return 0
 
 
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    from airflow_provider_sky.spec import SpecError
+
     try:
         from airflow_provider_sky.optimizer.cli_support import plan_file
     except ImportError as exc:  # pragma: no cover - optimizer is part of the package
@@ -126,7 +141,9 @@ def _with_cluster_groups(plan: object, path: str, catalog_dir: str | None) -> ob
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sky-airflow", description="Sky broker for Apache Airflow")
-    parser.add_argument("--state-db", help="SQLAlchemy URL of the state DB (default: $AIRFLOW_HOME/sky/state.db)")
+    parser.add_argument(
+        "--state-db", help="SQLAlchemy URL of the state DB (default: $AIRFLOW_HOME/sky/state.db)"
+    )
     parser.add_argument("--clouds", help="comma-separated enabled clouds (default: local)")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -160,11 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_gc_parser(sub)
     add_pools_parser(sub)
     add_catalog_parser(sub)
+    add_transfer_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "plain", False):  # cp / verify print plain lines: no rich import
+        return int(args.func(args, None))
+    from rich.console import Console
+
     return int(args.func(args, Console()))
 
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
-
-from airflow_provider_sky.state import pool_queue, pools
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _store_and_pool_clouds(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
@@ -34,6 +32,8 @@ def _store_and_pool_clouds(args: argparse.Namespace) -> tuple[Any, dict[str, Any
 
 def pool_status(store: Any, clouds: dict[str, Any], limit: int = 10) -> list[dict[str, Any]]:
     """JSON-ready status of every known pool (capacity only where the pool's hosts are configured)."""
+    from airflow_provider_sky.state import pool_queue, pools
+
     now = datetime.now(UTC)
     out = []
     for name in sorted(set(pool_queue.pools_known(store)) | set(clouds)):
@@ -96,6 +96,8 @@ def _n(value: Any) -> str:
 
 
 def cmd_pools(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
     store, clouds = _store_and_pool_clouds(args)
     status = pool_status(store, clouds, args.limit)
     if args.json:
