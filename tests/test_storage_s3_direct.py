@@ -237,3 +237,43 @@ def test_plain_endpoint_only_when_certain(monkeypatch, tmp_path):
     assert plain_endpoint("bkt", "https://s3.example.com", "us-east-1", *keys) is None
     monkeypatch.setenv("SKY_S3_DIRECT", "0")
     assert plain_endpoint("bkt", "http://127.0.0.1:9", "us-east-1", *keys) is None
+
+
+def test_head_answered_400_is_left_to_botocore():
+    """A HEAD has no body naming its error; a 400 (what a wrong-region signature gets) goes to
+    botocore, which can follow the bucket's region, instead of failing the copy outright."""
+    import http.server
+    import threading
+
+    from botocore.exceptions import ClientError
+
+    from airflow_provider_sky.storage.s3 import S3Store
+
+    agents: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            agents.append(self.headers.get("User-Agent", ""))
+            self.send_response(400)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        store = S3Store(
+            "bkt",
+            endpoint_url=f"http://127.0.0.1:{server.server_address[1]}",
+            region_name="us-east-1",
+            aws_access_key_id="AK",
+            aws_secret_access_key="SK",
+        )
+        with pytest.raises(ClientError):
+            store.head("k.bin")
+    finally:
+        server.shutdown()
+    assert agents and not agents[0].startswith("Botocore")  # the direct HEAD came first ...
+    assert any(a.startswith("Botocore") for a in agents[1:])  # ... then botocore's

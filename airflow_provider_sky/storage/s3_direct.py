@@ -147,6 +147,8 @@ class S3DirectReader:
             return {k.lower(): v for k, v in resp.headers.items()}
         if resp.status == 404:
             return None
+        if resp.status == 400:  # a HEAD answer has no body to name the error: a wrong-region
+            raise Redirected(f"HEAD {path}: HTTP 400", 400)  # scope looks like this; botocore decides
         raise self._fail("HEAD", path, resp.status, b"", key)
 
     def list_page(self, prefix: str, token: str | None = None) -> tuple[list[dict[str, str]], str | None]:
