@@ -10,11 +10,16 @@ import random
 
 import pytest
 
-from airflow_provider_sky.storage import open_uri
-from airflow_provider_sky.storage.azure_sharedkey import AzureHTTPError, SharedKeyBlobWriter, SignatureRefused
+from airflow_provider_sky.storage import NotFound, open_uri
+from airflow_provider_sky.storage.azure_sharedkey import (
+    AzureHTTPError,
+    SharedKeyBlobWriter,
+    SignatureRefused,
+    plain_account,
+)
 from airflow_provider_sky.storage.base import META_CRC32C, META_MD5, META_SRC_ETAG, PartResult, crc32c_value
 from airflow_provider_sky.storage.transfer import is_transient
-from tests.emulators import AZURITE_ACCOUNT, get_emulator, unique_name
+from tests.emulators import AZURITE_ACCOUNT, AZURITE_KEY, get_emulator, unique_name
 
 MiB = 1 << 20
 KEYS = ["plain.bin", "dir/with space+plus%pct.bin", "q?hash#eq=amp&.bin", "ünï/cödé~tilde.bin"]
@@ -81,8 +86,8 @@ def test_content_md5_mismatch_is_a_non_transient_error(azure):
 
 
 def test_direct_blocks_commit_and_list_as_sdk_blocks(azure):
-    """Blocks staged directly are committed by the SDK's block list and listed (for resume) under
-    the ids the engine gave them."""
+    """Blocks staged directly are listed (for resume) by the SDK under the ids the engine gave
+    them, and committed by the direct Put Block List in part order."""
     _emu, _container, store = azure
     parts = [random.Random(i).randbytes(MiB + i) for i in range(3)]
     up = store.begin_multipart("big/obj.bin")
@@ -104,3 +109,103 @@ def test_direct_writes_off_by_environment(monkeypatch):
     emu = get_emulator("azure")
     store, _ = open_uri(emu.uri(unique_name("off"), ""), **emu.options())
     assert store._direct is None
+
+
+def test_plain_store_lists_heads_commits_and_deletes_without_the_sdk(azure):
+    """With a Shared Key connection string the store lists (page by page), heads, writes, commits
+    blocks and deletes directly, with the answers the SDK gives; the SDK client is made only when
+    something else (here a read) first needs it."""
+    emu, container, _ = azure
+    store, _ = open_uri(emu.uri(container, ""), **emu.options())
+    assert store._service is None and store._direct is not None
+    blobs = {
+        k: random.Random(k).randbytes(2000 + i) for i, k in enumerate(sorted([*KEYS, "m/a", "m/b", "m/c"]))
+    }
+    for k, data in blobs.items():
+        store.write(k, data, metadata={"origin": "test", "n": str(len(data))}, md5=hashlib.md5(data).digest())
+    parts = [random.Random(i).randbytes(MiB + i) for i in range(3)]
+    up = store.begin_multipart("big/obj.bin")
+    results = []
+    for number, data in reversed(list(enumerate(parts, 1))):  # uploaded out of order
+        md5 = hashlib.md5(data).digest()
+        token = up.upload_part(number, memoryview(data), md5, 0)
+        results.append(PartResult(number, len(data), md5, crc32c_value(data), token=token))
+    info = up.complete(results, metadata={META_SRC_ETAG: "abc"})
+    assert info.size == sum(map(len, parts)) and info.metadata == {META_SRC_ETAG: "abc"}
+    store._direct.page_size = 2  # several pages, with markers
+    listed = list(store.list(""))
+    assert store._service is None  # nothing so far needed the SDK
+
+    sdk = emu.store(container, create=False)
+    sdk._direct = None  # the reference: everything through the SDK
+    expect = {p.name: p for p in sdk.container.list_blobs(include=["metadata"])}
+    assert [o.key for o in listed] == sorted(expect)
+    for o in listed:
+        ref = expect[o.key]
+        assert o.size == ref.size and o.etag == ref.etag.strip('"') and o.metadata == ref.metadata
+        assert o.md5 == (
+            bytes(ref.content_settings.content_md5).hex() if ref.content_settings.content_md5 else None
+        )
+        assert abs(o.mtime - ref.last_modified.timestamp()) < 1
+        head = store.head(o.key)
+        assert (head.size, head.etag, head.md5, head.metadata) == (o.size, o.etag, o.md5, o.metadata)
+    props = sdk._blob("big/obj.bin").get_blob_properties()
+    assert props.content_settings.content_type == "application/octet-stream"
+    assert [o.key for o in store.list("m/")] == ["m/a", "m/b", "m/c"]
+    assert store.head("missing.bin") is None
+
+    store.delete("m/a")
+    store.delete("m/a")  # already gone: not an error
+    assert store.head("m/a") is None and sdk.head("m/a") is None
+    assert store._service is None
+    assert store.read("big/obj.bin") == b"".join(parts)  # reads use the SDK: now it exists
+    assert store._service is not None
+
+
+def test_plain_listing_of_a_missing_container_is_not_found():
+    emu = get_emulator("azure")
+    store, _ = open_uri(emu.uri(unique_name("never"), ""), **emu.options())
+    with pytest.raises(NotFound) as err:
+        list(store.list(""))
+    assert store.uri() in str(err.value) and store._service is None
+
+
+def test_plain_account_only_for_a_shared_key(monkeypatch):
+    for var in (
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "SKY_AZURE_DIRECT",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    key = AZURITE_KEY
+    assert plain_account(None, connection_string="UseDevelopmentStorage=true") == (
+        f"http://127.0.0.1:10000/{AZURITE_ACCOUNT}",
+        AZURITE_ACCOUNT,
+        key,
+    )
+    conn = f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={key};EndpointSuffix=core.chinacloudapi.cn"
+    assert plain_account("acct", connection_string=conn) == (
+        "https://acct.blob.core.chinacloudapi.cn",
+        "acct",
+        key,
+    )
+    conn = f"AccountName=acct;AccountKey={key};BlobEndpoint=http://127.0.0.1:5/acct/"
+    assert plain_account("acct", connection_string=conn)[0] == "http://127.0.0.1:5/acct"
+    assert plain_account("acct", account_key=key) == ("https://acct.blob.core.windows.net", "acct", key)
+    assert (
+        plain_account(
+            "acct", connection_string="BlobEndpoint=https://a.example;SharedAccessSignature=sv=1&sig=x"
+        )
+        is None
+    )
+    assert plain_account("acct", connection_string="AccountName=acct;AccountKey=not base64!") is None
+    assert plain_account("acct") is None  # AAD / default credential: the SDK's
+    monkeypatch.setenv("https_proxy", "http://proxy.invalid:3128")
+    assert plain_account("acct", account_key=key) is None
+    monkeypatch.delenv("https_proxy")
+    monkeypatch.setenv("SKY_AZURE_DIRECT", "0")
+    assert plain_account("acct", account_key=key) is None

@@ -13,12 +13,14 @@ import contextlib
 import hashlib
 import io
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
+from email.utils import parsedate_to_datetime
 from typing import Any, BinaryIO
 
-from .azure_sharedkey import SignatureRefused, writer_for
+from .azure_sharedkey import SharedKeyBlobWriter, SignatureRefused, plain_account, writer_for
 from .base import (
     SCRATCH_PREFIX,
     MultipartUpload,
@@ -124,6 +126,16 @@ def _props_info(key: str, props: Any) -> ObjectInfo:
     )
 
 
+def _http_time(value: str | None) -> float | None:
+    """Seconds since the epoch of an RFC 1123 date (Last-Modified), or None."""
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
 class AzureStore(Store):
     scheme = "az"
     min_part_size = 1
@@ -147,24 +159,51 @@ class AzureStore(Store):
         self.account = account
         self.bucket = container
         self._region = region
-        self.service = client or make_blob_service_client(
-            account,
-            account_url=account_url,
-            account_key=account_key,
-            connection_string=connection_string,
-            sas_token=sas_token,
-            credential=credential,
-            max_pool_connections=max_pool_connections,
-        )
-        self.container = self.service.get_container_client(container)
-        # Put Blob / Put Block straight over urllib3 when the credential allows (see azure_sharedkey).
-        self._direct = writer_for(self.service, container)
+        self._service = client
+        self._container = None
+        self._sdk_lock = threading.Lock()
+        self._sdk_kwargs = {
+            "account_url": account_url,
+            "account_key": account_key,
+            "connection_string": connection_string,
+            "sas_token": sas_token,
+            "credential": credential,
+            "max_pool_connections": max_pool_connections,
+        }
+        # Blob requests straight over urllib3 when the credential allows (see azure_sharedkey):
+        # with a plain Shared Key set-up the SDK client is not even built until something needs it.
+        self._direct: SharedKeyBlobWriter | None = None
+        plain = None
+        if client is None and credential is None and not sas_token:
+            plain = plain_account(account, account_url, account_key, connection_string)
+        if plain is not None:
+            url, name, key = plain
+            self._account_url = url
+            self._direct = SharedKeyBlobWriter(url, container, name, key, maxsize=max_pool_connections)
+        else:
+            self._account_url = self.service.url.split("?", 1)[0]
+            self._direct = writer_for(self.service, container)
+
+    @property
+    def service(self) -> Any:
+        """The SDK's BlobServiceClient, made on first use."""
+        if self._service is None:
+            with self._sdk_lock:
+                if self._service is None:
+                    self._service = make_blob_service_client(self.account, **self._sdk_kwargs)
+        return self._service
+
+    @property
+    def container(self) -> Any:
+        if self._container is None:
+            self._container = self.service.get_container_client(self.bucket)
+        return self._container
 
     def uri(self, key: str = "") -> str:
         return f"az://{self.account}/{self.bucket}/{key}"
 
     def endpoint_identity(self) -> tuple:
-        return ("az", self.service.url.rstrip("/"))
+        return ("az", self._account_url.rstrip("/"))
 
     def _direct_refused(self, exc: Exception) -> None:
         """The service refused a directly signed request: the SDK does every write from now on."""
@@ -177,6 +216,30 @@ class AzureStore(Store):
 
     # ---- listing
     def list(self, prefix: str = "", hidden: bool = False) -> Iterator[ObjectInfo]:
+        direct = self._direct
+        if direct is not None:
+            try:
+                page = direct.list_page(prefix)
+            except NotFound:
+                raise NotFound(self.uri()) from None
+            except SignatureRefused as exc:
+                self._direct_refused(exc)
+            else:
+                while True:
+                    items, marker = page
+                    for item in items:
+                        if hidden or not item["name"].startswith(SCRATCH_PREFIX):
+                            yield ObjectInfo(
+                                key=item["name"],
+                                size=item["size"],
+                                etag=item["etag"],
+                                md5=item["md5"],
+                                mtime=_http_time(item["mtime"]),
+                                metadata=normalize_metadata(item["metadata"]),
+                            )
+                    if not marker:
+                        return
+                    page = direct.list_page(prefix, marker)
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
@@ -187,6 +250,26 @@ class AzureStore(Store):
             raise NotFound(self.uri()) from exc
 
     def head(self, key: str) -> ObjectInfo | None:
+        direct = self._direct
+        if direct is not None:
+            try:
+                headers = direct.head(key)
+            except SignatureRefused as exc:
+                self._direct_refused(exc)
+            else:
+                if headers is None:
+                    return None
+                md5 = headers.get("content-md5")
+                return ObjectInfo(
+                    key=key,
+                    size=int(headers.get("content-length", 0)),
+                    etag=(headers.get("etag") or "").strip('"') or None,
+                    md5=base64.b64decode(md5).hex() if md5 else None,
+                    mtime=_http_time(headers.get("last-modified")),
+                    metadata=normalize_metadata(
+                        {k[len("x-ms-meta-") :]: v for k, v in headers.items() if k.startswith("x-ms-meta-")}
+                    ),
+                )
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
@@ -315,6 +398,13 @@ class AzureStore(Store):
             delay = min(delay * 2, 2.0)
 
     def delete(self, key: str) -> None:
+        direct = self._direct
+        if direct is not None:
+            try:
+                direct.delete(key)
+                return
+            except SignatureRefused as exc:
+                self._direct_refused(exc)
         from azure.core.exceptions import ResourceNotFoundError
 
         with contextlib.suppress(ResourceNotFoundError):
@@ -346,7 +436,8 @@ class AzureStore(Store):
     def close(self) -> None:
         if self._direct is not None:
             self._direct.close()
-        self.service.close()
+        if self._service is not None:
+            self._service.close()
 
 
 class _ChunkStream(io.RawIOBase):
@@ -408,6 +499,14 @@ class _AzureBlocks(MultipartUpload):
         return block_id
 
     def complete(self, parts: list[PartResult], metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+        ordered = [p.token for p in sorted(parts, key=lambda p: p.number)]
+        direct = self.store._direct
+        if direct is not None:
+            try:
+                direct.put_block_list(self.key, ordered, normalize_metadata(metadata))
+                return self._committed()
+            except SignatureRefused as exc:
+                self.store._direct_refused(exc)
         from azure.storage.blob import BlobBlock, ContentSettings
 
         blob = self.store._blob(self.key)
@@ -416,6 +515,9 @@ class _AzureBlocks(MultipartUpload):
             metadata=normalize_metadata(metadata) or None,
             content_settings=ContentSettings(content_type="application/octet-stream"),
         )
+        return self._committed()
+
+    def _committed(self) -> ObjectInfo:
         info = self.store.head(self.key)
         if info is None:
             raise StorageError(f"block commit of {self.store.uri(self.key)} left no object")
