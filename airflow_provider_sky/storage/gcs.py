@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -40,21 +41,20 @@ _COMPOSE_MAX = 32
 # to this size. Larger means fewer requests (and, on fake-gcs-server, which re-hashes the whole
 # upload on every request, much less server work); smaller means less to resend after a crash.
 RESUMABLE_CHUNK = 64 << 20
+GCS_API = "https://storage.googleapis.com"
 
 
-def make_gcs_client(
+def make_gcs_session(
     project: str | None = None,
     credentials: Any = None,
     endpoint: str | None = None,
     anonymous: bool = False,
     max_pool_connections: int = 64,
-) -> Any:
-    """A google-cloud-storage client with a connection pool sized for parallel transfers.
-
-    `endpoint` (e.g. `http://127.0.0.1:4443` for fake-gcs-server) is used for JSON and upload
-    URLs alike; `anonymous=True` sends no credentials (emulators)."""
+) -> tuple[Any, Any, str | None]:
+    """(HTTP session, credentials, project) for GCS requests: an authorized requests session
+    (google-auth; default credentials unless given), or a plain one with `anonymous=True`
+    (emulators). Pooled for parallel transfers; google-cloud-storage is not imported."""
     import requests
-    from google.cloud import storage
 
     if anonymous:
         from google.auth.credentials import AnonymousCredentials
@@ -76,7 +76,13 @@ def make_gcs_client(
     )
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-    pin_environment(session, endpoint or "https://storage.googleapis.com")
+    pin_environment(session, endpoint or GCS_API)
+    return session, credentials, project
+
+
+def _client_for(session: Any, credentials: Any, project: str | None, endpoint: str | None) -> Any:
+    from google.cloud import storage
+
     options = {"api_endpoint": endpoint.rstrip("/")} if endpoint else None
     return storage.Client(
         project=project or "sky-anonymous",
@@ -84,6 +90,23 @@ def make_gcs_client(
         client_options=options,
         _http=session,
     )
+
+
+def make_gcs_client(
+    project: str | None = None,
+    credentials: Any = None,
+    endpoint: str | None = None,
+    anonymous: bool = False,
+    max_pool_connections: int = 64,
+) -> Any:
+    """A google-cloud-storage client with a connection pool sized for parallel transfers.
+
+    `endpoint` (e.g. `http://127.0.0.1:4443` for fake-gcs-server) is used for JSON and upload
+    URLs alike; `anonymous=True` sends no credentials (emulators)."""
+    session, credentials, project = make_gcs_session(
+        project, credentials, endpoint, anonymous, max_pool_connections
+    )
+    return _client_for(session, credentials, project, endpoint)
 
 
 def _info(blob: Any) -> ObjectInfo:
@@ -102,6 +125,7 @@ class GCSStore(Store):
     scheme = "gs"
     min_part_size = 1
     max_parts = _COMPOSE_MAX * _COMPOSE_MAX
+    page_size = 1000  # objects per listing page
 
     def __init__(
         self,
@@ -118,36 +142,78 @@ class GCSStore(Store):
         self.bucket = bucket
         self.endpoint = endpoint
         self.resumable_chunk_size = max(1, int(resumable_chunk_size))
-        self.client = client or make_gcs_client(
-            project=project,
-            credentials=credentials,
-            endpoint=endpoint,
-            anonymous=anonymous,
-            max_pool_connections=max_pool_connections,
-        )
-        self._bucket = self.client.bucket(bucket)
+        # Listing, heads, reads and resumable uploads are plain JSON/media requests on one pooled
+        # session; the google-cloud-storage client (composes, rewrites, buckets, small writes) is
+        # made on first use, so a copy's source never imports it.
+        self._client = client
+        self._client_lock = threading.Lock()
+        self._bucket_obj: Any = None
+        if client is not None:
+            self._http = client._http
+            self._api_base = client._connection.API_BASE_URL.rstrip("/")
+            self._credentials = client._credentials
+            self._project = client.project
+        else:
+            self._http, self._credentials, self._project = make_gcs_session(
+                project, credentials, endpoint, anonymous, max_pool_connections
+            )
+            self._api_base = (endpoint or GCS_API).rstrip("/")
+
+    @property
+    def client(self) -> Any:
+        """The google-cloud-storage client, made on first use (on the store's session)."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = _client_for(self._http, self._credentials, self._project, self.endpoint)
+        return self._client
+
+    @property
+    def _bucket(self) -> Any:
+        if self._bucket_obj is None:
+            self._bucket_obj = self.client.bucket(self.bucket)
+        return self._bucket_obj
+
+    @_bucket.setter
+    def _bucket(self, value: Any) -> None:
+        self._bucket_obj = value
 
     def uri(self, key: str = "") -> str:
         return f"gs://{self.bucket}/{key}"
 
     def endpoint_identity(self) -> tuple:
-        return ("gs", self.client._connection.API_BASE_URL, id(self.client._credentials.__class__))
+        return ("gs", self._api_base, id(self._credentials.__class__))
+
+    def _json_url(self, key: str | None = None) -> str:
+        url = f"{self._api_base}/storage/v1/b/{quote(self.bucket, safe='')}/o"
+        return url if key is None else f"{url}/{quote(key, safe='')}"
 
     # ---- listing
     def list(self, prefix: str = "", hidden: bool = False) -> Iterator[ObjectInfo]:
-        from google.api_core.exceptions import NotFound as GNotFound
-
-        try:
-            for blob in self.client.list_blobs(self._bucket, prefix=prefix or None, page_size=1000):
-                if not hidden and blob.name.startswith(SCRATCH_PREFIX):
+        params: dict[str, Any] = {"maxResults": self.page_size}
+        if prefix:
+            params["prefix"] = prefix
+        while True:
+            resp = self._http.get(self._json_url(), params=params, timeout=(10, 60))
+            if resp.status_code == 404:
+                raise NotFound(self.uri())
+            _raise_for(resp, self.uri())
+            page = resp.json()
+            for res in page.get("items", ()):
+                if not hidden and res["name"].startswith(SCRATCH_PREFIX):
                     continue
-                yield _info(blob)
-        except GNotFound as exc:
-            raise NotFound(self.uri()) from exc
+                yield _blob_info(res["name"], res)
+            token = page.get("nextPageToken")
+            if not token:
+                return
+            params["pageToken"] = token
 
     def head(self, key: str) -> ObjectInfo | None:
-        blob = self._bucket.get_blob(key)
-        return _info(blob) if blob is not None else None
+        resp = self._http.get(self._json_url(key), timeout=(10, 60))
+        if resp.status_code == 404:
+            return None
+        _raise_for(resp, self.uri(key))
+        return _blob_info(key, resp.json())
 
     # ---- reading
     def read(self, key: str, start: int = 0, end: int | None = None) -> bytes:
@@ -157,13 +223,13 @@ class GCSStore(Store):
         if end is not None and end <= start:
             return b""
         url = (
-            f"{self.client._connection.API_BASE_URL}/download/storage/v1/b/{quote(self.bucket, safe='')}"
+            f"{self._api_base}/download/storage/v1/b/{quote(self.bucket, safe='')}"
             f"/o/{quote(key, safe='')}?alt=media"
         )
         headers = {"Accept-Encoding": "gzip"}
         if start or end is not None:
             headers["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
-        resp = self.client._http.get(url, headers=headers, stream=True, timeout=(10, 120))
+        resp = self._http.get(url, headers=headers, stream=True, timeout=(10, 120))
         try:
             if resp.status_code == 404:
                 raise NotFound(self.uri(key))
@@ -179,14 +245,14 @@ class GCSStore(Store):
 
     def _media_url(self, key: str) -> str:
         return (
-            f"{self.client._connection.API_BASE_URL}/download/storage/v1/b/{quote(self.bucket, safe='')}"
+            f"{self._api_base}/download/storage/v1/b/{quote(self.bucket, safe='')}"
             f"/o/{quote(key, safe='')}?alt=media"
         )
 
     def open_range(self, key: str, start: int, end: int) -> BinaryIO:
         """One streamed ranged GET of the stored bytes (no transcoding)."""
         headers = {"Accept-Encoding": "gzip", "Range": f"bytes={start}-{end - 1}"}
-        resp = self.client._http.get(self._media_url(key), headers=headers, stream=True, timeout=(10, 120))
+        resp = self._http.get(self._media_url(key), headers=headers, stream=True, timeout=(10, 120))
         if resp.status_code == 404:
             resp.close()
             raise NotFound(self.uri(key))
@@ -201,14 +267,14 @@ class GCSStore(Store):
     def _resumable_session(self, key: str, metadata: Mapping[str, str] | None) -> str:
         """Start a resumable upload of `key`; returns the session URL."""
         url = (
-            f"{self.client._connection.API_BASE_URL}/upload/storage/v1/b/{quote(self.bucket, safe='')}"
+            f"{self._api_base}/upload/storage/v1/b/{quote(self.bucket, safe='')}"
             f"/o?uploadType=resumable&name={quote(key, safe='')}"
         )
         body: dict[str, Any] = {"name": key, "contentType": "application/octet-stream"}
         meta = normalize_metadata(metadata)
         if meta:
             body["metadata"] = meta
-        resp = self.client._http.post(
+        resp = self._http.post(
             url, json=body, headers={"X-Upload-Content-Type": "application/octet-stream"}, timeout=(10, 60)
         )
         _raise_for(resp, self.uri(key))
@@ -223,7 +289,7 @@ class GCSStore(Store):
         n = len(data)
         end = f"{start + n - 1}" if n else "*"
         rng = f"bytes {start}-{end}/{'*' if total is None else total}" if n else f"bytes */{total}"
-        resp = self.client._http.put(
+        resp = self._http.put(
             session_url,
             data=data,
             headers={"Content-Range": rng, "Content-Length": str(n)},
@@ -347,14 +413,25 @@ def _raise_for(resp: Any, where: str) -> None:
 
 
 def _blob_info(key: str, res: Mapping[str, Any]) -> ObjectInfo:
+    """An ObjectInfo from a JSON API object resource."""
     return ObjectInfo(
         key=key,
         size=int(res.get("size") or 0),
         etag=res.get("etag"),
         md5=md5_b64_to_hex(res["md5Hash"]) if res.get("md5Hash") else None,
         crc32c=crc32c_from_b64(res["crc32c"]) if res.get("crc32c") else None,
+        mtime=_rfc3339(res.get("updated")),
         metadata=normalize_metadata(res.get("metadata")),
     )
+
+
+def _rfc3339(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 class _GCSComposite(MultipartUpload):
