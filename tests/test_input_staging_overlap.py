@@ -188,6 +188,28 @@ def test_failover_to_another_region_stages_again_there(
     assert result["exit_code"] == 0
 
 
+def test_staging_report_reaches_the_xcom_of_a_try_in_another_process(
+    s3: Any, relabeling: RelabelingCore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report of what the submit staged is kept in the task's state store: a retry that finds
+    the job already done (its first worker died before pushing XCom), or a deferral resumed in
+    another worker, runs with a core that never staged anything and still reports it."""
+    uri = _source(s3, "us-east-1")
+    state = TaskStateStore()
+    first = _operator(uri, down=False).execute(_context("reads", state))
+    assert first["staging"]["inputs"] and first["exit_code"] == 0
+
+    # The next try runs in a new worker process: a fresh core over the same state database.
+    fresh = RelabelingCore(relabeling.store, relabeling.clouds)
+    fresh.timeline = relabeling.timeline
+    monkeypatch.setattr(SkyHook, "core", property(lambda self: fresh))
+    assert fresh.last_staging_report(first["cluster"], first["job_id"]) is None
+    again = _operator(uri, down=False).execute(_context("reads", state))
+    assert again["job_id"] == first["job_id"]  # not rerun: the earlier try's job succeeded
+    assert again["staging"] == first["staging"]
+    fresh.down(first["cluster"])
+
+
 def _listing(uri: str, s3: Any) -> set[str]:
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
     client = boto3.client("s3", **s3.options())

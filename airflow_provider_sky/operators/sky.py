@@ -24,6 +24,9 @@ from airflow_provider_sky.state import JobStatus
 from airflow_provider_sky.triggers.sky import SkyJobTrigger, SkyLaunchTrigger
 
 STATE_KEY = "sky_job"
+#: The staging report of the job in STATE_KEY, for the XCom of a try that did not submit it
+#: (a retry reattached to it, a deferral resumed in another worker process).
+STAGING_KEY = "sky_staging"
 #: Events of the launch trigger (the job trigger's are ``kind: job``).
 LAUNCH_EVENTS = ("launched", "launch_error", "cancelled")
 
@@ -476,6 +479,10 @@ class SkyTaskOperator(BaseOperator):
             job_id = core.submit(task, name, owner, store_options=self._store_options)
         if state is not None:
             state.set(STATE_KEY, {"cluster": name, "job_id": job_id, "log_offset": 0})
+            report, prestaged = core.last_staging_report(name, job_id), getattr(self, "_prestaged", None)
+            if report is not None or prestaged is not None:
+                saved = {"cluster": name, "job_id": job_id, "report": report, "prestaged": prestaged}
+                state.set(STAGING_KEY, saved)
         return job_id
 
     def _wait(
@@ -854,6 +861,10 @@ class SkyTaskOperator(BaseOperator):
         if getattr(self, "_spill_decision", None):
             result["spillover"] = self._spill_decision
         staging, prestaged = core.last_staging_report(name, job_id), getattr(self, "_prestaged", None)
+        store = context.get("task_state_store") if context else None
+        saved = store.get(STAGING_KEY) if store is not None else None
+        if staging is None and prestaged is None and saved and [saved["cluster"], saved["job_id"]] == [name, job_id]:
+            staging, prestaged = saved.get("report"), saved.get("prestaged")  # submitted by an earlier process
         if staging is not None or prestaged is not None:  # per input: bytes copied, cache hit, cost, seconds
             result["staging"] = {**(staging or {}), "prestaged": prestaged}
         result["accrued_cost"] = round(core.store.get_cluster(name).cost_so_far or 0.0, 6)
