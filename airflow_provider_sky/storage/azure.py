@@ -17,7 +17,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from email.utils import parsedate_to_datetime
 from typing import Any, BinaryIO
 
 from .azure_sharedkey import SharedKeyBlobWriter, SignatureRefused, plain_account, writer_for
@@ -32,6 +31,7 @@ from .base import (
     normalize_metadata,
     pin_environment,
 )
+from .direct_http import parse_http_date
 
 _MAX_SINGLE_PUT = 256 << 20
 
@@ -124,16 +124,6 @@ def _props_info(key: str, props: Any) -> ObjectInfo:
         mtime=props.last_modified.timestamp() if props.last_modified else None,
         metadata=normalize_metadata(props.metadata),
     )
-
-
-def _http_time(value: str | None) -> float | None:
-    """Seconds since the epoch of an RFC 1123 date (Last-Modified), or None."""
-    if not value:
-        return None
-    try:
-        return parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None
 
 
 class AzureStore(Store):
@@ -234,7 +224,7 @@ class AzureStore(Store):
                                 size=item["size"],
                                 etag=item["etag"],
                                 md5=item["md5"],
-                                mtime=_http_time(item["mtime"]),
+                                mtime=parse_http_date(item["mtime"]),
                                 metadata=normalize_metadata(item["metadata"]),
                             )
                     if not marker:
@@ -265,7 +255,7 @@ class AzureStore(Store):
                     size=int(headers.get("content-length", 0)),
                     etag=(headers.get("etag") or "").strip('"') or None,
                     md5=base64.b64decode(md5).hex() if md5 else None,
-                    mtime=_http_time(headers.get("last-modified")),
+                    mtime=parse_http_date(headers.get("last-modified")),
                     metadata=normalize_metadata(
                         {k[len("x-ms-meta-") :]: v for k, v in headers.items() if k.startswith("x-ms-meta-")}
                     ),

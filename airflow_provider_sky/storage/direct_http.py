@@ -6,6 +6,7 @@ back to its SDK for good when the service refuses a signature."""
 from __future__ import annotations
 
 import os
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -57,3 +58,13 @@ def make_pool(url: str, maxsize: int = 64, timeout: tuple[float, float] = (10, 1
         if ca:
             kwargs["ca_certs"] = ca
     return urllib3.PoolManager(timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]), **kwargs)
+
+
+def parse_http_date(value: str | None) -> float | None:
+    """Seconds since the epoch of an RFC 1123 header date (Last-Modified), or None."""
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None

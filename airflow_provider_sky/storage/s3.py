@@ -24,11 +24,10 @@ from .base import (
     ViewReader,
     normalize_metadata,
 )
-from .direct_http import SignatureRefused
+from .direct_http import SignatureRefused, parse_http_date
 from .s3_direct import (
     Redirected,
     S3DirectReader,
-    parse_http_date,
     parse_iso_date,
     plain_endpoint,
     reader_for,

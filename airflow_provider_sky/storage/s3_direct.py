@@ -28,12 +28,17 @@ import os
 import re
 import threading
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from .base import HTTPBodyStream, NotFound
-from .direct_http import DirectHTTPError, SignatureRefused, direct_enabled, make_pool, proxied
+from .direct_http import (
+    DirectHTTPError,
+    SignatureRefused,
+    direct_enabled,
+    make_pool,
+    proxied,
+)
 
 log = logging.getLogger(__name__)
 
@@ -223,16 +228,6 @@ def _parse_listing(body: bytes) -> tuple[list[dict[str, str]], str | None]:
     truncated = (root.findtext(f"{ns}IsTruncated") or "").lower() == "true"
     token = root.findtext(f"{ns}NextContinuationToken") if truncated else None
     return items, token or None
-
-
-def parse_http_date(value: str | None) -> float | None:
-    """Seconds since the epoch of an RFC 1123 header date (Last-Modified), or None."""
-    if not value:
-        return None
-    try:
-        return parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None
 
 
 def parse_iso_date(value: str | None) -> float | None:
